@@ -1,0 +1,3 @@
+from east.cli.main import main
+
+main()

@@ -1,0 +1,61 @@
+"""Entry point: builds the typer app from the command modules and turns user errors into one
+line on stderr with exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from east import __version__
+from east.cli import cache, datasets, extract, report, students, teachers, train
+from east.cli.common import err_console
+from east.errors import EastError
+
+app = typer.Typer(
+    name="east",
+    help=(
+        "Embeddings As Teachers: train small, fast audio classifiers from the cached "
+        "embeddings of large pre-trained audio models.\n\n"
+        "Stage 1, `east extract`, runs a frozen teacher over a dataset into a Zarr cache; "
+        "stage 2, `east train --config`, trains a student from audio plus that cache."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+for module in (datasets, extract, cache, teachers, students, train, report):
+    module.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"east {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """east — Embeddings As Teachers."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except EastError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Teacher family: mule (being written)."""

@@ -1,0 +1,1 @@
+"""Teacher family: openl3 (being written)."""

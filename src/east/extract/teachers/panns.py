@@ -1,0 +1,1 @@
+"""Teacher family: panns (being written)."""

@@ -1,0 +1,1 @@
+"""Teacher family: passt (being written)."""

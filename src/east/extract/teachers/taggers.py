@@ -1,0 +1,1 @@
+"""Teacher family: taggers (being written)."""

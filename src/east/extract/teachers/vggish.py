@@ -1,0 +1,1 @@
+"""Teacher family: vggish (being written)."""
