@@ -26,11 +26,12 @@ from torch import Tensor, nn
 class WeightFile:
     """One pinned pre-trained weight file."""
 
-    filename: str
+    filename: str  # relative to the weights dir; may hold folders ("sota-music-taggers/msd/...")
     url: str
-    sha256: str
+    sha256: str  # full hex digest, or a published prefix of >= 8 hex chars (torch-hub style)
     size: int | None = None  # bytes, when known
     note: str = ""  # e.g. how to obtain files that are not a plain download
+    md5: str | None = None  # extra check where the source publishes an md5 (Zenodo)
 
 
 @dataclass(frozen=True)
