@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format clean
+.PHONY: install test lint format clean mule-parity
 
 $(STAMP): pyproject.toml $(wildcard requirements/*.txt)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,42 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
+
+# MULE parity (not part of `make test`): upstream sxmp-mule needs tensorflow 2.13 + numpy < 2, so
+# it gets its own venv; scripts/mule_parity.py compares east's PyTorch MULE against it.
+MULE_PYTHON ?= $(PYTHON)
+MULE_VENV ?= .venv-mule
+MULE_STAMP := $(MULE_VENV)/.installed-stamp
+
+$(MULE_STAMP): scripts/mule-parity-requirements.txt
+	@test -x $(MULE_VENV)/bin/python || $(MULE_PYTHON) -m venv $(MULE_VENV)
+	$(MULE_VENV)/bin/python -m pip install -q -r scripts/mule-parity-requirements.txt
+	$(MULE_VENV)/bin/python -m pip install -q --no-deps sxmp-mule==1.1.2
+	@touch $@
+
+mule-parity: $(STAMP) $(MULE_STAMP)  ## east's MULE vs upstream TensorFlow MULE on real audio
+	$(PY) scripts/mule_parity.py --mule-python $(MULE_VENV)/bin/python
+
+# ---- make reproduce: every experiment of both papers, then `east report` (docs/reproduce.md)
+# DATA_ROOT/<openmic|mtat|esc50|fma_small> in the official layouts; WEIGHTS: teacher weights
+# folder (default $EAST_WEIGHTS_DIR); SEEDS: e.g. "1223 1224 1225"; SET: extra --set for every
+# training run (e.g. SET="train.max_epochs=5"); ONLY: steps whose id contains this text.
+# DRY_RUN=1 prints the plan and what is missing; PARTIAL=1 runs what can run.
+DATA_ROOT ?= data
+CACHE ?= cache
+RUNS ?= runs
+REPORT ?= reports
+DEVICE ?= auto
+SEEDS ?= 1223
+WEIGHTS ?=
+SET ?=
+ONLY ?=
+_yes = $(filter 1 yes true,$(1))
+
+.PHONY: reproduce
+reproduce: $(STAMP)  ## the papers' experiments → $(REPORT) (DRY_RUN=1 / PARTIAL=1)
+	$(PY) -m east.reproduce --data-root "$(DATA_ROOT)" --cache "$(CACHE)" --runs "$(RUNS)" \
+		--report "$(REPORT)" --device "$(DEVICE)" --seeds "$(SEEDS)" \
+		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SET),--set "$(SET)") \
+		$(if $(ONLY),--only "$(ONLY)") \
+		$(if $(call _yes,$(DRY_RUN)),--dry-run) $(if $(call _yes,$(PARTIAL)),--partial)

@@ -32,6 +32,9 @@ class WeightFile:
     size: int | None = None  # bytes, when known
     note: str = ""  # e.g. how to obtain files that are not a plain download
     md5: str | None = None  # extra check where the source publishes an md5 (Zenodo)
+    # Content pin for a file served from a git repository that publishes no sha256: git's
+    # object id, sha1(b"blob <size>\0" + content), read from the repository tree.
+    git_blob_sha1: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,32 @@ def frame_times(num_frames: int, window_s: float, hop_s: float) -> Tensor:
     """``(T, 2)`` start/end seconds of ``num_frames`` frames with a fixed window and hop."""
     starts = torch.arange(num_frames, dtype=torch.float64) * hop_s
     return torch.stack([starts, starts + window_s], dim=1)
+
+
+def full_window_count(lengths: Tensor, window: int, hop: int) -> Tensor:
+    """Full windows per clip, at least one (a clip shorter than a window is zero-padded)."""
+    lengths = lengths.to(torch.int64)
+    full = torch.div(lengths - window, hop, rounding_mode="floor") + 1
+    return torch.clamp(full, min=1)
+
+
+def cut_windows(
+    waveforms: Tensor, lengths: Tensor, window: int, hop: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut ``(B, L)`` clips into their full windows (last partial window dropped).
+
+    Returns ``(windows (N, window), valid (B, T) bool, num_frames (B,))``: the ``N`` valid
+    windows in clip-major order and where each goes in the ``(B, T)`` frame grid. Samples at
+    or past ``lengths[b]`` are zeroed first, so the padding value of the batch never matters.
+    """
+    lengths = lengths.to(device=waveforms.device, dtype=torch.int64)
+    frames = full_window_count(lengths, window, hop)
+    total = int(frames.max()) if frames.numel() else 1
+    needed = (total - 1) * hop + window
+    x = waveforms[:, :needed]
+    inside = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+    x = torch.where(inside, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if x.shape[1] < needed:
+        x = torch.nn.functional.pad(x, (0, needed - x.shape[1]))
+    valid = torch.arange(total, device=x.device) < frames[:, None]
+    return x.unfold(1, window, hop)[valid], valid, frames

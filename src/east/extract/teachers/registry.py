@@ -25,6 +25,8 @@ class TeacherFactory(Protocol):
 
 
 _REGISTRY: dict[str, tuple[TeacherInfo, TeacherFactory]] = {}
+# user models as teachers (custom.py); kept here so that no family module is imported for them
+_CUSTOM_PREFIXES = ("torchscript:", "export:", "py:")
 
 
 def register_teacher(info: TeacherInfo) -> Callable[[TeacherFactory], TeacherFactory]:
@@ -43,6 +45,10 @@ def list_teachers() -> list[TeacherInfo]:
 
 
 def teacher_info(name: str) -> TeacherInfo:
+    if name.startswith(_CUSTOM_PREFIXES):
+        from east.extract.teachers.custom import custom_teacher_info
+
+        return custom_teacher_info(name)
     _load_families()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
@@ -51,8 +57,16 @@ def teacher_info(name: str) -> TeacherInfo:
 
 
 def create_teacher(name: str, weights: str | Path | None = None, device: str = "cpu") -> Teacher:
-    """Build teacher ``name`` in eval mode on ``device`` with frozen weights."""
-    info = teacher_info(name)
+    """Build teacher ``name`` in eval mode on ``device`` with frozen weights.
+
+    ``torchscript:PATH``, ``export:PATH`` and ``py:module:factory`` build a user model as a
+    teacher (:mod:`east.extract.teachers.custom`).
+    """
+    if name.startswith(_CUSTOM_PREFIXES):
+        from east.extract.teachers.custom import create_custom_teacher
+
+        return create_custom_teacher(name, weights=weights, device=device)
+    teacher_info(name)  # one-line error for unknown names
     teacher = _REGISTRY[name][1](weights, device)
     teacher.eval().requires_grad_(False)
     return teacher
