@@ -1,9 +1,160 @@
-"""CLI: cache commands."""
+"""CLI: ``east cache info | verify | audio`` — inspect, check and fill caches."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from east.cli.common import console, err_console
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Inspect and verify embedding caches; store decoded audio (`east cache audio`).",
+    no_args_is_help=True,
+)
+
+
+def _human(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if num_bytes < 1024 or unit == "TB":
+            return f"{num_bytes:.1f} {unit}" if unit != "B" else f"{int(num_bytes)} B"
+        num_bytes /= 1024
+    return f"{num_bytes:.1f} TB"
+
+
+def _stored_bytes(path: str) -> int | None:
+    """Bytes the store occupies (local folders only)."""
+    if "://" in path and not path.startswith("file://"):
+        return None
+    root = Path(path.removeprefix("file://"))
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+@cache_app.command("info")
+def info_command(
+    path: str = typer.Argument(..., help="Store path or URL."),
+    failures: int = typer.Option(10, "--failures", help="How many failed clips to list."),
+) -> None:
+    """What a store holds: teacher, dataset, shape, coverage, size and provenance."""
+    from rich.table import Table
+
+    from east.cache_schema import EmbeddingStore, open_any
+
+    store = open_any(path)
+    status = store.status
+    a = store.attrs
+    done, failed = int((status == 1).sum()), int((status == 2).sum())
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("path", store.path)
+    table.add_row("kind", store.kind)
+    if isinstance(store, EmbeddingStore):
+        table.add_row("teacher", f"{a.get('teacher')} ({a.get('teacher_family', '?')})")
+        table.add_row("weights sha256", str(a.get("weights_sha256")))
+        shape = f"{store.num_clips} clips × {store.max_frames} frames × {store.dim} dims"
+        table.add_row("embeddings", f"{shape} ({a.get('dtype')})")
+        if a.get("window_s") is None:
+            table.add_row("frames", "clip level (T = 1)")
+        else:
+            table.add_row("frames", f"window {a.get('window_s')} s, hop {a.get('hop_s')} s")
+    else:
+        table.add_row("audio", f"{store.num_clips} clips, ≤ {store.max_samples} samples (int16)")
+    table.add_row("sample rate", f"{a.get('sample_rate')} Hz")
+    table.add_row("dataset", f"{a.get('dataset')} (manifest {a.get('manifest_hash')})")
+    n = max(store.num_clips, 1)
+    table.add_row(
+        "coverage",
+        f"{done}/{store.num_clips} done ({100 * done / n:.1f} %), {failed} failed, "
+        f"{store.num_clips - done - failed} pending",
+    )
+    table.add_row("chunks", f"{store.num_chunks} of {store.chunk_clips} clips")
+    size = _stored_bytes(store.path)
+    if size is not None:
+        table.add_row("size on disk", _human(size))
+    table.add_row(
+        "created",
+        f"{a.get('created')} by east {a.get('code_version')}, schema {a.get('schema_version')}",
+    )
+    console.print(table)
+    for clip, reason in store.failures()[:failures]:
+        console.print(f"  failed {clip}: {reason}", highlight=False)
+
+
+@cache_app.command("verify")
+def verify_command(
+    path: str = typer.Argument(..., help="Store path or URL."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Check provenance against it."),
+    root: Path = typer.Option(None, "--root", help="Dataset root (with --dataset)."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    strict: bool = typer.Option(False, "--strict", help="Failed clips count as problems too."),
+) -> None:
+    """Check coverage, NaN/Inf and (with --dataset/--root) provenance; exit 1 on problems."""
+    from east.cache_schema import open_any, validate
+    from east.errors import EastError
+
+    manifest = None
+    if dataset or root:
+        if not (dataset and root):
+            raise EastError("--dataset and --root go together")
+        from east.datasets import load_manifest, parse_options
+
+        manifest = load_manifest(dataset, root, **parse_options(option))
+    store = open_any(path)
+    report = validate(store, manifest, allow_failed=not strict)
+    console.print(
+        f"{path}: {report.done}/{report.num_clips} done, {report.failed} failed, "
+        f"{report.pending} pending",
+        highlight=False,
+    )
+    if report.failed and not strict:
+        console.print(f"note: {report.failed} failed clips (listed by `east cache info`)")
+    if not report.ok:
+        for problem in report.problems:
+            err_console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+        raise typer.Exit(1)
+    console.print("[green]ok[/]")
+
+
+@cache_app.command("audio")
+def audio_command(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name."),
+    root: Path = typer.Option(..., "--root", help="Dataset root folder."),
+    sr: int = typer.Option(16000, "--sr", help="Sample rate to store (the student's)."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Default $EAST_CACHE_DIR or ./cache."),
+    store: str = typer.Option(
+        None, "--store", help="Exact store path (default <cache-dir>/<dataset>/audio-<sr>.zarr)."
+    ),
+    num_workers: int = typer.Option(2, "--num-workers", "-j", help="Decode worker processes."),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Keep the first N seconds."),
+    limit: int = typer.Option(None, "--limit", help="Process at most N more clips."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad clip."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Decode + resample every clip once into an int16 store, so training never decodes again."""
+    from east.datasets import load_manifest, parse_options
+    from east.extract.runner import ExtractConfig, extract_audio
+    from east.settings import cache_dir as default_cache_dir
+
+    manifest = load_manifest(dataset, root, **parse_options(option))
+    base = str(cache_dir or default_cache_dir()).rstrip("/")
+    path = store or f"{base}/{dataset}/audio-{sr}.zarr"
+    cfg = ExtractConfig(
+        num_workers=num_workers,
+        max_seconds=max_seconds,
+        limit=limit,
+        strict=strict,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    summary = extract_audio(manifest, path, sr, cfg)
+    err_console.print(summary.line(), highlight=False, soft_wrap=True)
+    console.print(path, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.add_typer(cache_app)

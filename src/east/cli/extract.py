@@ -1,9 +1,104 @@
-"""CLI: extract commands."""
+"""CLI: ``east extract`` — run a frozen teacher over a dataset into an embedding cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from east.cli.common import console, err_console
+
+
+def default_store_path(cache_dir: str | Path, dataset: str, teacher: str) -> str:
+    """``<cache-dir>/<dataset>/<teacher>.zarr`` (URL cache dirs stay URLs)."""
+    text = str(cache_dir).rstrip("/")
+    return f"{text}/{dataset}/{teacher}.zarr"
+
+
+def extract_command(
+    teacher: str = typer.Option(
+        ..., "--teacher", "-t", help="Teacher name (`east teachers list`)."
+    ),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset name (`east datasets list`)."
+    ),
+    root: Path = typer.Option(..., "--root", help="Folder holding the dataset (official layout)."),
+    option: list[str] = typer.Option(
+        None, "--option", "-o", help="Dataset option KEY=VALUE, repeatable (docs/datasets.md)."
+    ),
+    cache_dir: str = typer.Option(
+        None,
+        "--cache-dir",
+        help="Where stores go (folder or fsspec URL); default $EAST_CACHE_DIR or ./cache.",
+    ),
+    store: str = typer.Option(
+        None, "--store", help="Exact store path/URL (default <cache-dir>/<dataset>/<teacher>.zarr)."
+    ),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, mps or auto."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per teacher forward."),
+    num_workers: int = typer.Option(2, "--num-workers", "-j", help="Decode worker processes."),
+    limit: int = typer.Option(None, "--limit", help="Process at most N more clips, then stop."),
+    scheduler: str = typer.Option(
+        None, "--scheduler", help="Run on dask: local:N (N worker processes) or tcp://host:port."
+    ),
+    weights: str = typer.Option(
+        None, "--weights", help="Local weights file instead of the pinned one ('random': none)."
+    ),
+    chunk_clips: int = typer.Option(64, "--chunk-clips", help="Clips per store chunk/shard."),
+    dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32."),
+    max_seconds: float = typer.Option(
+        None, "--max-seconds", help="Use only the first N seconds of each clip."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad clip."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-attempt clips recorded as failed."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete an existing store at the path and start over."
+    ),
+    plugin: str = typer.Option(
+        None, "--plugin", help="Python module to import first (registers extra teachers)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Extract a teacher's time-indexed embeddings of every clip into a Zarr store.
+
+    Resumable: run the same command again after any interruption and only the missing clips
+    are computed. Prints the store path on stdout.
+    """
+    from east.datasets import load_manifest, parse_options
+    from east.extract.runner import ExtractConfig, TeacherSpec, extract
+    from east.settings import cache_dir as default_cache_dir
+
+    if plugin:
+        import importlib
+
+        importlib.import_module(plugin)
+    manifest = load_manifest(dataset, root, **parse_options(option))
+    path = store or default_store_path(cache_dir or default_cache_dir(), dataset, teacher)
+    cfg = ExtractConfig(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        chunk_clips=chunk_clips,
+        dtype=dtype,
+        max_seconds=max_seconds,
+        strict=strict,
+        limit=limit,
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+        progress=not quiet,
+    )
+    spec = TeacherSpec(teacher, str(weights) if weights else None, plugin)
+    summary = extract(manifest, spec, path, cfg, scheduler=scheduler)
+    for clip, reason in summary.failures[:10]:
+        err_console.print(f"[yellow]failed[/] {clip}: {reason}", highlight=False)
+    if len(summary.failures) > 10:
+        err_console.print(f"... and {len(summary.failures) - 10} more (east cache info {path})")
+    err_console.print(summary.line(), highlight=False, soft_wrap=True)
+    console.print(path, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("extract")(extract_command)

@@ -1,0 +1,122 @@
+"""Scale extraction out on dask.distributed.
+
+``--scheduler local:N`` starts a ``LocalCluster`` of N worker processes (one thread each);
+``--scheduler tcp://host:port`` uses a running cluster. One task = one store chunk: the worker
+decodes the chunk's clips, runs the teacher and writes the whole chunk (data, then its done
+markers), so tasks write disjoint objects of the same store and a lost worker loses at most
+its chunk. Each worker process builds the teacher once and keeps it between tasks.
+
+Workers of a remote cluster must see the audio files and the store at the same paths (a
+shared file system, or an fsspec URL such as ``s3://`` for the store).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from east.errors import EastError
+from east.extract.runner import (
+    ChunkWork,
+    ExtractConfig,
+    TeacherSpec,
+    cached_teacher,
+    process_chunk,
+)
+
+
+@dataclass
+class ChunkOutcome:
+    chunk: int
+    written: int
+    failures: list[tuple[int, str]]
+
+
+def _chunk_task(
+    store_path: str,
+    work: ChunkWork,
+    paths: dict[int, str],
+    spec: TeacherSpec,
+    cfg: ExtractConfig,
+) -> ChunkOutcome:
+    """Runs in a dask worker: one store chunk; the teacher is cached per worker process."""
+    from east.cache_schema import open_store
+    from east.settings import best_device
+
+    teacher = cached_teacher(spec, best_device(cfg.device))
+    # opened per task (cheap): a cached handle could outlive an --overwrite of the same path
+    store = open_store(store_path, mode="r+", storage_options=cfg.storage_options)
+    failures = process_chunk(store, work, paths, teacher, cfg)
+    return ChunkOutcome(work.chunk, len(work.todo), failures)
+
+
+def connect(scheduler: str) -> tuple[Any, Any]:
+    """``(client, cluster_or_None)`` for ``local:N`` or a scheduler address."""
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise EastError(f"--scheduler {scheduler!r}: use local:N with N ≥ 1 workers")
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,  # one forward pass at a time per worker process
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,  # logging.ERROR
+        )
+        return Client(cluster), cluster
+    if "://" in scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except OSError as exc:
+            raise EastError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
+    raise EastError(f"--scheduler {scheduler!r}: use local:N or tcp://host:port")
+
+
+def run_distributed(
+    scheduler: str,
+    store_path: str,
+    works: list[ChunkWork],
+    paths: list[str],
+    spec: TeacherSpec,
+    cfg: ExtractConfig,
+    tick: Callable[[int], None],
+) -> list[tuple[int, str]]:
+    """Process ``works`` on the cluster; returns the failures ``(row, reason)``."""
+    if not works:
+        return []
+    from distributed import as_completed
+
+    client, cluster = connect(scheduler)
+    run_id = uuid.uuid4().hex[:8]
+    failures: list[tuple[int, str]] = []
+    try:
+        futures = [
+            client.submit(
+                _chunk_task,
+                store_path,
+                work,
+                {r: paths[r] for batch in work.batches for r in batch},
+                spec,
+                cfg,
+                key=f"east-chunk-{work.chunk}-{run_id}",
+                pure=False,
+                retries=0,
+            )
+            for work in works
+        ]
+        for future in as_completed(futures):
+            outcome: ChunkOutcome = future.result()
+            failures.extend(outcome.failures)
+            tick(outcome.written)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return sorted(failures)

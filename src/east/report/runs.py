@@ -1,0 +1,284 @@
+"""Finding and reading run directories: the one place that knows their layout.
+
+A finished run directory (written by ``east train``, see :mod:`east.train.loop`) holds::
+
+    config.yaml         the resolved config: system, seed, dataset.{name, train_fraction},
+                        student.name, teachers[].cache, ...
+    run_info.json       dataset, task, num_classes, train_clips, ... (optional here)
+    metrics.jsonl       one line per epoch: step, seconds, val_* (optional here)
+    test_results.json   test_mAP / test_roc_auc / test_macro_f1 / test_accuracy / ...
+    eval_<tag>.json     extra evaluations (``east eval RUN --out RUN/eval_<tag>.json``), e.g.
+                        ``eval_openmic.json`` for paper 2's generalizability test
+
+A directory with ``config.yaml`` but no ``test_results.json`` is an unfinished run: it is
+counted and left out of the tables. If the layout changes, change :func:`load_run` only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from east.errors import EastError
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "test_results.json"
+METRICS_FILE = "metrics.jsonl"
+INFO_FILE = "run_info.json"
+NO_TEACHER = "none"
+
+# test_results.json key → report metric name (the names of docs/paper_results.csv)
+METRIC_KEYS = {
+    "test_mAP": "mAP",
+    "test_roc_auc": "ROC-AUC",
+    "test_macro_f1": "F1",
+    "test_accuracy": "accuracy",
+}
+
+
+@dataclass
+class RunRecord:
+    """What the report needs of one finished run."""
+
+    path: Path
+    dataset: str
+    student: str
+    system: str
+    teacher: str  # cache stem(s) joined with "+", "none" without a teacher
+    train_fraction: float
+    seed: int
+    task: str | None  # "multilabel" / "multiclass" / None when unknown
+    metrics: dict[str, float]  # report metric name → test value
+    evals: dict[str, dict[str, float]] = field(default_factory=dict)  # eval_<tag>.json
+    teacher_caches: list[str] = field(default_factory=list)
+    train_steps: int | None = None
+    train_seconds: float | None = None  # sum of the epochs' training seconds
+
+    @property
+    def key(self) -> tuple[str, str, str, str, float]:
+        return (self.dataset, self.student, self.system, self.teacher, self.train_fraction)
+
+    @property
+    def it_per_s(self) -> float | None:
+        """Training iterations (optimiser steps) per second, from metrics.jsonl."""
+        if not self.train_steps or not self.train_seconds:
+            return None
+        return self.train_steps / self.train_seconds
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise EastError(f"{path}: unreadable run config ({exc})") from None
+    if not isinstance(data, dict):
+        raise EastError(f"{path}: a run config must be a mapping")
+    return data
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EastError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EastError(f"{path}: expected a JSON object")
+    return data
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _metrics_of(results: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, name in METRIC_KEYS.items():
+        value = _finite(results.get(key if prefix == "test_" else key[len("test_") :]))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def teacher_name(cache: str | Path) -> str:
+    """A teacher cache path → the teacher's name (the store's stem, as run names use it)."""
+    name = Path(str(cache).rstrip("/")).name
+    return name[: -len(".zarr")] if name.endswith(".zarr") else Path(name).stem
+
+
+def _training_time(path: Path) -> tuple[int | None, float | None]:
+    if not path.is_file():
+        return None, None
+    steps, seconds = None, 0.0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line of a killed run
+        if isinstance(record.get("step"), int):
+            steps = record["step"]
+        seconds += _finite(record.get("seconds")) or 0.0
+    return steps, (seconds or None)
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a finished run directory (see the module docstring for the files)."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / RESULTS_FILE).is_file():
+        raise EastError(f"{path}: not a finished run (needs {CONFIG_FILE} and {RESULTS_FILE})")
+    cfg = _read_yaml(path / CONFIG_FILE)
+    info = _read_json(path / INFO_FILE) if (path / INFO_FILE).is_file() else {}
+    results = _read_json(path / RESULTS_FILE)
+    dataset_cfg = cfg.get("dataset") or {}
+    caches = [str(t["cache"]) for t in cfg.get("teachers") or [] if isinstance(t, dict)]
+    teacher = "+".join(teacher_name(c) for c in caches) if caches else NO_TEACHER
+    system = str(cfg.get("system", info.get("system", "unknown")))
+    if system == "baseline":
+        teacher = NO_TEACHER  # a baseline ignores any caches its config lists
+    student = str((cfg.get("student") or {}).get("name", info.get("student", "unknown")))
+    evals = {}
+    for extra in sorted(path.glob("eval_*.json")):
+        data = _read_json(extra)
+        evals[extra.stem[len("eval_") :]] = _metrics_of(data, prefix="")
+    steps, seconds = _training_time(path / METRICS_FILE)
+    return RunRecord(
+        path=path,
+        dataset=str(info.get("dataset") or dataset_cfg.get("name", "unknown")),
+        student=student,
+        system=system,
+        teacher=teacher,
+        train_fraction=float(dataset_cfg.get("train_fraction", 1.0) or 1.0),
+        seed=int(cfg.get("seed", 0)),
+        task=info.get("task"),
+        metrics=_metrics_of(results),
+        evals=evals,
+        teacher_caches=caches,
+        train_steps=steps,
+        train_seconds=seconds,
+    )
+
+
+@dataclass
+class Scan:
+    runs: list[RunRecord]
+    unfinished: list[Path]
+    unreadable: list[tuple[Path, str]]
+
+
+def find_runs(paths: Iterable[str | Path]) -> Scan:
+    """Every run directory under ``paths`` (recursively; a run's own sub-folders are not
+    searched). Unfinished and unreadable runs are listed, not fatal."""
+    runs: list[RunRecord] = []
+    unfinished: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for top in paths:
+        top = Path(top)
+        if not top.exists():
+            raise EastError(f"{top}: no such folder")
+        for dirpath, dirnames, filenames in os.walk(top):
+            here = Path(dirpath)
+            if CONFIG_FILE in filenames and (
+                RESULTS_FILE in filenames or "last.pt" in filenames or "best.pt" in filenames
+            ):
+                dirnames[:] = []  # a run directory: do not descend into tb/ etc.
+                resolved = here.resolve()
+                if resolved in seen:
+                    continue
+                seen.add(resolved)
+                if RESULTS_FILE not in filenames:
+                    unfinished.append(here)
+                    continue
+                try:
+                    runs.append(load_run(here))
+                except EastError as exc:
+                    unreadable.append((here, str(exc)))
+            dirnames.sort()
+    return Scan(runs, unfinished, unreadable)
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (ddof=1; ``None`` for a single seed) over seeds."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        arr = np.asarray(values, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if len(arr) > 1 else None
+        return cls(float(arr.mean()), std, len(arr))
+
+
+@dataclass
+class Group:
+    """The runs of one (dataset, student, system, teacher, train_fraction), one per seed."""
+
+    dataset: str
+    student: str
+    system: str
+    teacher: str
+    train_fraction: float
+    runs: list[RunRecord]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs)
+
+    @property
+    def task(self) -> str | None:
+        return next((r.task for r in self.runs if r.task), None)
+
+    def stat(self, metric: str, eval_tag: str | None = None) -> Stat | None:
+        values = []
+        for run in self.runs:
+            source = run.metrics if eval_tag is None else run.evals.get(eval_tag, {})
+            if metric in source:
+                values.append(source[metric])
+        return Stat.of(values) if values else None
+
+    def mean_of(self, attribute: str) -> float | None:
+        values = [getattr(r, attribute) for r in self.runs]
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+
+def group_runs(runs: Iterable[RunRecord]) -> list[Group]:
+    """Runs grouped by (dataset, student, system, teacher, train_fraction); a seed that occurs
+    twice in a group (the same run copied) counts once."""
+    groups: dict[tuple[str, str, str, str, float], Group] = {}
+    for run in runs:
+        g = groups.setdefault(run.key, Group(*run.key, runs=[]))
+        if run.seed not in {r.seed for r in g.runs}:
+            g.runs.append(run)
+    return sorted(
+        groups.values(), key=lambda g: (g.dataset, g.student, g.train_fraction, g.system, g.teacher)
+    )
+
+
+def primary_metrics(dataset: str, task: str | None) -> list[str]:
+    """The metrics a dataset's tables show, as in the papers."""
+    if dataset == "openmic":
+        return ["mAP", "F1"]
+    if dataset == "mtat":
+        return ["mAP", "ROC-AUC"]
+    if task == "multilabel":
+        return ["mAP", "ROC-AUC", "F1"]
+    return ["accuracy"]
