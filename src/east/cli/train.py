@@ -1,9 +1,121 @@
-"""CLI: train commands."""
+"""CLI: ``east train``, ``east eval``, ``east predict``, ``east export`` (stage 2)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from east.cli.common import console
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    app.command("predict")(predict_command)
+    app.command("export")(export_command)
+
+
+def train_command(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML run config (see configs/)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config value, e.g. --set loss.lambda=0.8 (repeatable)."
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this directory from its last checkpoint."
+    ),
+    out: Path = typer.Option(None, "--out", help="Parent folder of the run (default: output_dir)."),
+    check: bool = typer.Option(
+        False, "--check", help="Validate the config and its caches, then exit without training."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a student (or the Teacher_LR probe) from audio plus cached teacher embeddings."""
+    from east.config import check_resources, load_config
+    from east.errors import ConfigError
+    from east.train.loop import load_dataset, train
+
+    if resume is None and config is None:
+        raise ConfigError("give --config FILE (or --resume RUN_DIR)")
+    if resume is not None:
+        if set_:
+            raise ConfigError("--set cannot change a resumed run; its config.yaml is fixed")
+        run_dir = train(None, resume=resume, progress=not quiet)  # type: ignore[arg-type]
+    else:
+        cfg = load_config(config, set_)
+        if check:
+            manifest = load_dataset(cfg)
+            check_resources(cfg, manifest)
+            console.print(f"config ok: {cfg.run_name()} ({len(manifest)} clips)")
+            return
+        run_dir = train(cfg, out_dir=out, progress=not quiet)
+    import os
+
+    results = run_dir / "test_results.json"
+    if results.is_file() and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
+        console.print(f"run {run_dir}: {results.read_text()}")
+
+
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    dataset: str = typer.Option(None, "--dataset", help="Evaluate on another dataset."),
+    root: Path = typer.Option(None, "--root", help="Root of that dataset."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE."),
+    label_map: Path = typer.Option(
+        None, "--label-map", help="YAML/JSON/CSV mapping run classes to the dataset's classes."
+    ),
+    split: str = typer.Option("test", "--split", help="train, valid, test or all."),
+    device: str = typer.Option("auto", "--device"),
+    out: Path = typer.Option(None, "--out", help="Write the result JSON here too."),
+) -> None:
+    """Evaluate a run's best student (on its test split, or another dataset via a label map)."""
+    from east.datasets.registry import parse_options
+    from east.train.loop import evaluate_run
+
+    result = evaluate_run(
+        run_dir,
+        dataset=dataset,
+        root=root,
+        options=parse_options(option) if option else None,
+        label_map=label_map,
+        split=split,
+        device=device,
+    )
+    text = json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(text)
+    console.print_json(text)
+
+
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    files: list[Path] = typer.Argument(..., help="Audio files."),
+    top_k: int = typer.Option(5, "--top-k", help="Labels shown per file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Print the most likely labels of audio files with their probabilities."""
+    from east.train.loop import predict_files
+
+    results = predict_files(run_dir, files, top_k=top_k, device=device)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for item in results:
+        labels = ", ".join(f"{x['label']} {x['probability']:.3f}" for x in item["labels"])
+        console.print(f"{item['file']}: {labels}", highlight=False)
+
+
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    out: Path = typer.Option(None, "--out", help="Output file (default: in the run directory)."),
+    seconds: float = typer.Option(None, "--seconds", help="Length of the test input."),
+) -> None:
+    """Write a standalone model (waveform → logits) and check its outputs equal the run's."""
+    from east.train.loop import export_run
+
+    path, diff = export_run(run_dir, fmt, out, seconds)
+    console.print(f"wrote {path} (max |difference| to the run's student: {diff:.2e})")
