@@ -72,3 +72,14 @@ reproduce: $(STAMP)  ## the papers' experiments → $(REPORT) (DRY_RUN=1 / PARTI
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(SET),--set "$(SET)") \
 		$(if $(ONLY),--only "$(ONLY)") \
 		$(if $(call _yes,$(DRY_RUN)),--dry-run) $(if $(call _yes,$(PARTIAL)),--partial)
+
+# ---- make demo: both stages end to end, offline, on a small synthetic task with a teacher the
+# demo trains itself (src/east/demo.py); make demo-real: ESC-50 fold 4 + the real fcn-msd tagger.
+DEMO_OUT ?= demo-out
+.PHONY: demo demo-real
+demo: $(STAMP)  ## offline end-to-end run (self-made teacher) → $(DEMO_OUT)/report
+	$(PY) -m east.demo --out "$(DEMO_OUT)"
+
+demo-real: $(STAMP)  ## the same on real ESC-50 clips with the pre-trained fcn-msd tagger
+	EAST_WEIGHTS_DIR="$${EAST_WEIGHTS_DIR:-$${EAST_SHARED:-../shared}/weights}" \
+		$(PY) -m east.demo --real --out "$(DEMO_OUT)-real"

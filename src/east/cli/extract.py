@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -10,9 +11,16 @@ from east.cli.common import console, err_console
 
 
 def default_store_path(cache_dir: str | Path, dataset: str, teacher: str) -> str:
-    """``<cache-dir>/<dataset>/<teacher>.zarr`` (URL cache dirs stay URLs)."""
+    """``<cache-dir>/<dataset>/<teacher>.zarr`` (URL cache dirs stay URLs).
+
+    A custom teacher spec (``torchscript:/path/m.pt``) is named after its declared name, so
+    the store gets a plain file name rather than the path inside the spec.
+    """
+    from east.extract.teachers.registry import teacher_info
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", teacher_info(teacher).name)
     text = str(cache_dir).rstrip("/")
-    return f"{text}/{dataset}/{teacher}.zarr"
+    return f"{text}/{dataset}/{name}.zarr"
 
 
 def extract_command(
