@@ -69,14 +69,15 @@ def list_command(
         caption=f"weights dir: {weights_dir()} (EAST_WEIGHTS_DIR)",
         caption_justify="left",
     )
-    table.add_column("name", no_wrap=True)
-    table.add_column("family", no_wrap=True)
-    table.add_column("rate", justify="right")
-    table.add_column("window / hop (s)", no_wrap=True)
-    table.add_column("dim", justify="right")
-    table.add_column("weights", no_wrap=True)
+    # the facts keep their width on an 80-column terminal; only the licence gives way
+    table.add_column("name", no_wrap=True, min_width=12)
+    table.add_column("family", no_wrap=True, overflow="ellipsis", max_width=8)
+    table.add_column("rate", justify="right", no_wrap=True, min_width=5)
+    table.add_column("window / hop (s)", no_wrap=True, min_width=11)
+    table.add_column("dim", justify="right", no_wrap=True, min_width=4)
+    table.add_column("weights", no_wrap=True, min_width=3)
     # licences can be long ("weights: …; code: …"): one line here, in full with --json
-    table.add_column("licence", no_wrap=True, overflow="ellipsis", max_width=40)
+    table.add_column("licence", no_wrap=True, overflow="ellipsis", max_width=40, ratio=1)
     for info, present in rows:
         if not present:
             status = "-"
