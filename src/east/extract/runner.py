@@ -569,6 +569,9 @@ def extract(
         else:
             failures = _run_local(store, works, paths, model, cfg, tick)
     seconds = time.perf_counter() - t0
+    if total:  # accumulated over resumed runs; read by `east report`'s cost plot
+        previous = float(store.attrs.get("extract_seconds", 0.0))
+        store.set_attrs(extract_seconds=round(previous + seconds, 3))
     status = store.status
     ids = manifest.clip_ids
     return ExtractSummary(

@@ -26,22 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from east.config import SYSTEM_NAMES
 from east.report.published import PublishedResults
 from east.report.runs import NO_TEACHER, Group, Stat, primary_metrics
 
-SYSTEM_ORDER = [
-    "baseline",
-    "teacher_lr",
-    "kd",
-    "east_cos_diff",
-    "east_final",
-    "east_all",
-    "east_kd",
-    "east_fitnet",
-    "east_fitnet_linear",
-    "east_dc",
-    "east_dc_linear",
-]
+SYSTEM_ORDER = list(SYSTEM_NAMES)  # the papers' order, as east.config lists them
 SYSTEM_LABELS = {
     "baseline": "Baseline",
     "teacher_lr": "Teacher_LR",
