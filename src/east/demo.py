@@ -288,9 +288,10 @@ def _write_config(
         "loss": {"lambda": 0.0 if system == "baseline" else 0.6, "tau": 2.0, "kd_weight": 0.3},
         "optimizer": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4},
         "scheduler": {"factor": 0.2, "patience": 4, "monitor": "val_metric"},
-        "early_stopping": {"patience": 6, "monitor": "val_metric"},
+        # patience > the ~5 epochs BatchNorm statistics need on so few steps per epoch
+        "early_stopping": {"patience": 10, "monitor": "val_metric"},
         "train": {
-            "batch_size": 16,
+            "batch_size": 8,
             "max_epochs": epochs,
             "max_steps": 100000,
             "num_workers": 0,
