@@ -38,8 +38,9 @@ its batch. Valid frames: ``max(1, (1 + n // 256) // c)`` for ``n`` samples — t
 partial cell is dropped unless it is the only one (clips shorter than one cell give one frame
 computed on zero-padded audio, as upstream's ``predict.py`` pads short clips with zeros).
 Clips longer than 64 cells run in cell-aligned segments with 2 cells of context on each side
-(same result, bounded memory); on CPU a batch runs in passes of at most 1024 STFT frames,
-which costs half the CPU time of one large pass for these memory-bound nets.
+(same result, bounded memory); on CPU a batch runs in passes of at most 512 STFT frames
+(about 8 s of audio), which on a 2-core CPU runs 1.7× faster than one large pass for these
+memory-bound nets (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -449,8 +450,10 @@ class TaggerTeacher(Teacher):
         self.margin_cells = 2
         # On CPU these nets are memory-bound: batch-norm/ReLU/pooling over 8 × 10 s at once
         # cost ~2× the CPU time of 8 passes of one clip (cache misses; see
-        # benchmarks/RESULTS.md), so CPU passes hold at most this many STFT frames (~16 s).
-        self.cpu_frames_per_pass = 1024
+        # benchmarks/RESULTS.md), so CPU passes hold at most this many STFT frames (~8 s).
+        # Measured on 48 × 5 s ESC-50 clips, FCN, 2 idle cores: 512 → 60 clips/s,
+        # 1024 → 43, 4096 → 35, batch 1 → 56.
+        self.cpu_frames_per_pass = 512
 
     def num_frames(self, lengths: Tensor) -> Tensor:
         """Valid embedding frames for clips of ``lengths`` samples (≥ 1 each)."""
