@@ -16,6 +16,7 @@ Adapters document in their docstring how the last partial frame is handled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -126,3 +127,14 @@ def cut_windows(
         x = torch.nn.functional.pad(x, (0, needed - x.shape[1]))
     valid = torch.arange(total, device=x.device) < frames[:, None]
     return x.unfold(1, window, hop)[valid], valid, frames
+
+
+def seeded_random_init(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """Build a network with explicitly random weights that are the same on every run.
+
+    ``--weights random`` must be reproducible, so that a resumed extraction equals a clean one;
+    the global RNG of the caller is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

@@ -41,6 +41,7 @@ from east.extract.teachers.base import (
     WeightFile,
     cut_windows,
     frame_times,
+    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
 
@@ -259,10 +260,7 @@ def openl3(weights: str | Path | None, device: str) -> Teacher:
     from east.extract.weights import load_state_dict, load_strict, sha256_file
 
     if isinstance(weights, str) and weights == "random":
-        # Explicitly random weights are reproducible: the same "random" teacher on every run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = OpenL3Net()
+        net = seeded_random_init(OpenL3Net)
         weights_sha256 = "random"
     else:
         path = resolve_openl3_weights(weights)  # fails fast, before building anything

@@ -47,6 +47,7 @@ from east.extract.teachers.base import (
     TeacherOutput,
     WeightFile,
     frame_times,
+    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
 
@@ -320,10 +321,7 @@ def _build(weights: str | Path | None, device: str, frame_level: bool) -> Teache
 
     name = FRAMES_INFO.name if frame_level else INFO.name
     if isinstance(weights, str) and weights == "random":
-        # Explicitly random weights are reproducible: the same "random" teacher on every run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = Cnn14()
+        net = seeded_random_init(Cnn14)
         digest = "random"
     else:
         path = resolve_weights(CNN14_WEIGHTS, weights, teacher=name)  # fails before any work

@@ -38,6 +38,7 @@ from east.extract.teachers.base import (
     WeightFile,
     cut_windows,
     frame_times,
+    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
 
@@ -332,10 +333,7 @@ def passt(weights: str | Path | None, device: str) -> Teacher:
     from east.extract.weights import load_state_dict, load_strict, resolve_weights, sha256_file
 
     if isinstance(weights, str) and weights == "random":
-        # Explicitly random weights are reproducible: the same "random" teacher on every run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = PaSSTNet()
+        net = seeded_random_init(PaSSTNet)
         weights_sha256 = "random"
     else:
         path = resolve_weights(PASST_INFO, weights)  # fails fast, before building anything

@@ -59,6 +59,7 @@ from east.extract.teachers.base import (
     TeacherOutput,
     WeightFile,
     frame_times,
+    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
 from east.extract.weights import load_state_dict, load_strict, resolve_weights, sha256_file
@@ -530,9 +531,7 @@ def _make_factory(
     def factory(weights: str | Path | None, device: str) -> Teacher:
         if isinstance(weights, str) and weights == "random":
             # deterministic "random" weights: a resumed extraction must match a clean run
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                net = _build_net(model)
+            net = seeded_random_init(lambda: _build_net(model))
             teacher = TaggerTeacher(info, net, TAGS[dataset], rf_s)
             teacher.weights_sha256 = "random"
         else:

@@ -50,6 +50,7 @@ from east.extract.teachers.base import (
     TeacherOutput,
     WeightFile,
     frame_times,
+    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
 
@@ -366,10 +367,7 @@ def vggish(weights: str | Path | None, device: str) -> Teacher:
     from east.extract.weights import load_state_dict, load_strict, sha256_file
 
     if isinstance(weights, str) and weights == "random":
-        # Explicitly random weights are reproducible: the same "random" teacher on every run.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = VGGishNet()
+        net = seeded_random_init(VGGishNet)
         digest = "random"
     else:
         body, pca = _weight_paths(weights)  # fails before any work when a file is missing
