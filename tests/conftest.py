@@ -37,3 +37,15 @@ def tagger_weights(shared: Path) -> Path:
     if not root.is_dir():
         pytest.skip(f"{root} not found")
     return root
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op torch thread for a module of tiny-tensor tests: on a 2-core machine extra
+    threads only add contention. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -12,14 +12,7 @@ from east.train.compression import EmbeddingCompressor
 from east.train.losses import DistillationLoss, RegularizerSpec, TeacherBatch
 from east.train.students import StudentOutput
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors: intra-op threads only add contention on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class TinyStudent(nn.Module):

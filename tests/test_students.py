@@ -10,14 +10,7 @@ import torch
 from east.errors import ConfigError
 from east.train.students import STUDENTS, StudentOutput, create_student, list_students
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors: intra-op threads only add contention on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_registry_names_and_unknown_student():
