@@ -187,7 +187,13 @@ def paper2() -> dict[str, dict[str, Any]]:
 def here() -> dict[str, dict[str, Any]]:
     """ESC-50 fold-4 clips in ../shared with the real fcn-msd tagger teacher and a Mobile FCN
     (both 16 kHz): the experiment that runs on this CPU. Stratified seeded split of the
-    414 clips (seed 0, 20 % validation, 20 % test); shorter schedule for 2 CPU cores."""
+    414 clips (seed 0, 20 % validation, 20 % test); shorter schedule for 2 CPU cores.
+
+    The student schedule was chosen on the validation split only (docs/results.md): two
+    24-epoch Baseline probes (seed 0), Adam 1e-3 with dropout 0.5 vs Adam 3e-3 with dropout
+    0.1; the second learned and the first stayed near chance. Early stopping and the plateau
+    scheduler watch the validation metric: the validation loss of 83 clips rises while the
+    accuracy still improves."""
     out = {}
     out_dir = "runs/esc50_fold4"
     for system in [
@@ -209,8 +215,8 @@ def here() -> dict[str, dict[str, Any]]:
             out_dir,
             student={"name": "mobile_fcn", "kwargs": {}},
             lam=0.6,
-            scheduler={"factor": 0.2, "patience": 3},
-            early_stopping={"patience": 6},
+            scheduler={"factor": 0.2, "patience": 4, "monitor": "val_metric"},
+            early_stopping={"patience": 8, "monitor": "val_metric"},
             max_steps=3000,
         )
         cfg["dataset"] = {
@@ -224,6 +230,10 @@ def here() -> dict[str, dict[str, Any]]:
             },
         }
         cfg["train"].update(num_workers=1, max_epochs=40)
+        if system != "teacher_lr":  # the probe keeps its own SGD schedule (cfg["teacher_lr"])
+            cfg["train"]["max_epochs"] = 24
+            cfg["optimizer"] = {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4}
+            cfg["student"]["kwargs"] = {"dropout": 0.1}
         if "teachers" in cfg:  # the tagger's post-ReLU layer is tiny (std ~0.01): z-score it
             cfg["teachers"][0]["rescale"] = "standardize"
         out[f"esc50_fold4/{system}_fcn-msd.yaml".replace("baseline_fcn-msd", "baseline")] = cfg

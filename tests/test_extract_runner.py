@@ -212,3 +212,26 @@ def test_audio_store_from_cli(tmp_path):
         assert len(w) == len(ref)
         np.testing.assert_allclose(w, ref, atol=1 / 32768 + 1e-7)
     assert (store.status == DONE).all()
+
+
+def test_optimized_cpu_teacher_writes_the_same_store(dataset, tmp_path):
+    from east.extract.runner import cached_teacher
+
+    spec = TeacherSpec("fcn-msd", "random")
+    fast, eager = tmp_path / "fast.zarr", tmp_path / "eager.zarr"
+    extract(dataset, spec, fast, _cfg())  # optimize=True is the default
+    extract(dataset, spec, eager, _cfg(optimize=False))
+    optimized = cached_teacher(spec, "cpu", optimize=True)
+    assert optimized._body is not optimized.net.embed_spec  # the frozen graph really ran
+    plain = cached_teacher(spec, "cpu", optimize=False)
+    assert plain is not optimized and plain._body == plain.net.embed_spec
+    a, b = open_store(fast), open_store(eager)
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_array_equal(a.array("num_frames")[:], b.array("num_frames")[:])
+    # float16 storage: equal up to the last bit of rounding
+    np.testing.assert_allclose(
+        a.array("embeddings")[:].astype(np.float32),
+        b.array("embeddings")[:].astype(np.float32),
+        atol=2e-3,
+        rtol=2e-3,
+    )

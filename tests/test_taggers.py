@@ -195,6 +195,24 @@ def test_long_clips_in_segments_equal_one_pass(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ARCH_TEACHERS)
+def test_frozen_cpu_graph_equals_eager(name: str) -> None:
+    teacher = create_teacher(name, "random")
+    x = torch.randn(3, 6 * SAMPLE_RATE) * 0.1
+    lengths = torch.tensor([x.shape[1], 4 * SAMPLE_RATE, 2 * SAMPLE_RATE])
+    with torch.inference_mode():
+        eager = teacher.embed(x, lengths)
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert teacher.optimize_for_cpu()
+    assert teacher._body is not teacher.net.embed_spec
+    with torch.inference_mode():
+        frozen = teacher.embed(x, lengths)
+    torch.testing.assert_close(frozen.num_frames, eager.num_frames)
+    torch.testing.assert_close(frozen.embeddings, eager.embeddings, atol=1e-4, rtol=1e-4)
+    # the swap does not touch the upstream module or its state dict
+    assert teacher.state_dict().keys() == state.keys()
+
+
+@pytest.mark.parametrize("name", ARCH_TEACHERS)
 def test_frame_times_centre_on_receptive_field(
     random_teachers: dict[str, TaggerTeacher], name: str
 ) -> None:

@@ -18,10 +18,9 @@ array              shape         dtype      meaning
 ``clip_id``        (N,)          str        the manifest's clip ids
 =================  ============  =========  ==================================================
 
-``embeddings`` and ``frame_times`` are sharded: one shard (one object/file) per ``C`` clips,
-one inner chunk per clip, so a 20k-clip dataset is ~20k/C files and reading one clip reads
-one small compressed chunk. The per-clip arrays are chunked by ``C`` clips too, so every
-array's chunk ``k`` covers the same rows ``[k*C, (k+1)*C)``: a *store chunk*.
+Every array is chunked by ``C`` clips (one object/file per chunk, so a 20k-clip dataset is
+~20k/C files), and every array's chunk ``k`` covers the same rows ``[k*C, (k+1)*C)``: a
+*store chunk*, the unit of writing, of done markers and of training reads.
 
 Crash safety: a store chunk is written in this order: (1) if it holds earlier results, its
 ``status`` entries are reset to pending; (2) the old data objects of the chunk are deleted;
@@ -216,7 +215,7 @@ class _ClipStore:
 
     @property
     def chunk_clips(self) -> int:
-        """Clips per store chunk: the unit of writing, of done markers and of shards."""
+        """Clips per store chunk: the unit of writing, of done markers and of chunks."""
         return int(self.attrs["chunk_clips"])
 
     @property
@@ -475,7 +474,7 @@ def _create(
     path: str | Path,
     kind: Kind,
     attrs: dict[str, Any],
-    arrays: dict[str, tuple[tuple[int, ...], str, bool]],
+    arrays: dict[str, tuple[tuple[int, ...], str]],
     clip_ids: Sequence[str],
     length_hint: np.ndarray | None,
     overwrite: bool,
@@ -491,27 +490,18 @@ def _create(
         raise ValueError("clip_ids and num_clips differ")
     group = _open_group(path, "w", storage_options)
     assert group is not None
-    for name, (row_shape, dtype, sharded) in arrays.items():
-        shape = (n, *row_shape)
-        if sharded:  # one inner chunk per clip, one shard per store chunk
-            group.create_array(
-                name,
-                shape=shape,
-                chunks=(1, *row_shape),
-                shards=(chunk, *row_shape),
-                dtype=dtype,
-                compressors=_compressors(),
-                fill_value=0,
-            )
-        else:
-            group.create_array(
-                name,
-                shape=shape,
-                chunks=(chunk, *row_shape),
-                dtype=dtype,
-                compressors=_compressors(),
-                fill_value=0,
-            )
+    for name, (row_shape, dtype) in arrays.items():
+        # one chunk (one object/file) per store chunk: training reads whole store chunks, and
+        # one decompression of C clips is ~9x faster than C per-clip inner chunks of a shard
+        # (benchmarks/bench_train_data.py)
+        group.create_array(
+            name,
+            shape=(n, *row_shape),
+            chunks=(chunk, *row_shape),
+            dtype=dtype,
+            compressors=_compressors(),
+            fill_value=0,
+        )
     for name, dtype in (("num_samples", "int64"), ("length_hint", "int64"), ("status", "uint8")):
         group.create_array(
             name, shape=(n,), chunks=(chunk,), dtype=dtype, compressors=_compressors(), fill_value=0
@@ -564,9 +554,9 @@ def create_store(
         },
     )
     arrays = {
-        "embeddings": ((max_frames, dim), dtype, True),
-        "frame_times": ((max_frames, 2), "float64", True),
-        "num_frames": ((), "int32", False),
+        "embeddings": ((max_frames, dim), dtype),
+        "frame_times": ((max_frames, 2), "float64"),
+        "num_frames": ((), "int32"),
     }
     group = _create(
         path, "embeddings", attrs, arrays, clip_ids, length_hint, overwrite, storage_options
@@ -602,7 +592,7 @@ def create_audio_store(
             "dtype": "int16",
         },
     )
-    arrays = {"audio": ((max(int(max_samples), 1),), "int16", True)}
+    arrays = {"audio": ((max(int(max_samples), 1),), "int16")}
     group = _create(path, "audio", attrs, arrays, clip_ids, length_hint, overwrite, storage_options)
     if group is None:
         store = open_audio_store(path, mode="r+", storage_options=storage_options)

@@ -52,7 +52,7 @@ def extract_command(
     weights: str = typer.Option(
         None, "--weights", help="Local weights file instead of the pinned one ('random': none)."
     ),
-    chunk_clips: int = typer.Option(64, "--chunk-clips", help="Clips per store chunk/shard."),
+    chunk_clips: int = typer.Option(64, "--chunk-clips", help="Clips per store chunk."),
     dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32."),
     max_seconds: float = typer.Option(
         None, "--max-seconds", help="Use only the first N seconds of each clip."
@@ -66,6 +66,12 @@ def extract_command(
     ),
     plugin: str = typer.Option(
         None, "--plugin", help="Python module to import first (registers extra teachers)."
+    ),
+    optimize: bool = typer.Option(
+        True,
+        "--optimize/--no-optimize",
+        help="On CPU, run the teacher as a frozen TorchScript graph where it has one (BN "
+        "folded, conv+ReLU fused; same values within float rounding).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -95,6 +101,7 @@ def extract_command(
         limit=limit,
         overwrite=overwrite,
         retry_failed=retry_failed,
+        optimize=optimize,
         progress=not quiet,
     )
     spec = TeacherSpec(teacher, str(weights) if weights else None, plugin)

@@ -45,7 +45,7 @@ def _chunk_task(
     from east.cache_schema import open_store
     from east.settings import best_device
 
-    teacher = cached_teacher(spec, best_device(cfg.device))
+    teacher = cached_teacher(spec, best_device(cfg.device), cfg.optimize)
     # opened per task (cheap): a cached handle could outlive an --overwrite of the same path
     store = open_store(store_path, mode="r+", storage_options=cfg.storage_options)
     failures = process_chunk(store, work, paths, teacher, cfg)

@@ -61,14 +61,21 @@ class TeacherSpec:
         return create_teacher(self.name, self.weights, device)
 
 
-_TEACHERS: dict[tuple[TeacherSpec, str], Any] = {}
+_TEACHERS: dict[tuple[TeacherSpec, str, bool], Any] = {}
 
 
-def cached_teacher(spec: TeacherSpec, device: str) -> Any:
-    """The teacher of ``spec`` on ``device``, built once per process (dask workers reuse it)."""
-    key = (spec, device)
+def cached_teacher(spec: TeacherSpec, device: str, optimize: bool = False) -> Any:
+    """The teacher of ``spec`` on ``device``, built once per process (dask workers reuse it).
+
+    ``optimize``: on CPU, let the teacher swap in its frozen inference graph
+    (:meth:`Teacher.optimize_for_cpu`; same values within float rounding).
+    """
+    key = (spec, device, optimize)
     if key not in _TEACHERS:
-        _TEACHERS[key] = spec.build(device)
+        teacher = spec.build(device)
+        if optimize and teacher.device.type == "cpu":
+            teacher.optimize_for_cpu()
+        _TEACHERS[key] = teacher
     return _TEACHERS[key]
 
 
@@ -90,6 +97,7 @@ class ExtractConfig:
     overwrite: bool = False
     retry_failed: bool = False  # re-attempt clips recorded as failed
     amp: bool = True  # autocast on CUDA
+    optimize: bool = True  # CPU: the teacher's frozen TorchScript inference graph, if it has one
     progress: bool = True
     storage_options: dict[str, Any] | None = None
 
@@ -550,7 +558,8 @@ def extract(
         raise EastError("--batch-size must be at least 1")
     device = best_device(cfg.device)
     t0 = time.perf_counter()
-    model = cached_teacher(spec, "cpu" if scheduler else device)
+    # with a scheduler this copy only probes the frame count; the workers build their own
+    model = cached_teacher(spec, "cpu" if scheduler else device, cfg.optimize and not scheduler)
     store = prepare_store(manifest, path, spec, model, cfg)
     works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
     paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]

@@ -93,6 +93,45 @@ class Teacher(nn.Module):
     def embed(self, waveforms: Tensor, lengths: Tensor) -> TeacherOutput:
         raise NotImplementedError
 
+    def optimize_for_cpu(self) -> bool:
+        """Swap the network body for a faster CPU inference graph (see :func:`freeze_for_cpu`).
+
+        Called by ``east extract`` on CPU unless ``--no-optimize``; returns whether anything
+        changed. Teachers without an implementation run eager.
+        """
+        return False
+
+
+def freeze_for_cpu(
+    module: nn.Module, examples: list[Tensor], *, atol: float = 1e-4
+) -> Callable[[Tensor], Tensor] | None:
+    """A traced, frozen TorchScript inference graph of ``module`` for the CPU, or ``None``.
+
+    ``torch.jit.freeze`` + ``optimize_for_inference`` fold batch norm into the convolutions,
+    fuse conv + ReLU and keep activations in oneDNN's blocked layout: the music taggers' eager
+    forward is memory-bound on CPU, and this cuts its CPU time ~2.5× (benchmarks/RESULTS.md).
+    The graph is traced on ``examples[0]`` and must reproduce the eager output within ``atol``
+    on every example (other batch sizes and lengths): a module whose trace bakes in a shape
+    fails that check and stays eager.
+    """
+    import warnings
+
+    module = module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about python values
+            traced = torch.jit.trace(module, examples[0], check_trace=False)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            for example in examples:
+                expected, got = module(example), frozen(example)
+                if expected.shape != got.shape or not torch.allclose(
+                    expected, got, atol=atol, rtol=1e-4
+                ):
+                    return None
+    except Exception:  # any tracing failure means: keep the eager module
+        return None
+    return frozen
+
 
 def frame_times(num_frames: int, window_s: float, hop_s: float) -> Tensor:
     """``(T, 2)`` start/end seconds of ``num_frames`` frames with a fixed window and hop."""

@@ -59,6 +59,7 @@ from east.extract.teachers.base import (
     TeacherOutput,
     WeightFile,
     frame_times,
+    freeze_for_cpu,
     seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
@@ -455,6 +456,7 @@ class TaggerTeacher(Teacher):
         # Measured on 48 × 5 s ESC-50 clips, FCN, 2 idle cores: 512 → 60 clips/s,
         # 1024 → 43, 4096 → 35, batch 1 → 56.
         self.cpu_frames_per_pass = 512
+        self._body: Callable[[Tensor], Tensor] = net.embed_spec  # or a frozen CPU graph
 
     def num_frames(self, lengths: Tensor) -> Tensor:
         """Valid embedding frames for clips of ``lengths`` samples (≥ 1 each)."""
@@ -477,11 +479,11 @@ class TaggerTeacher(Teacher):
         cells = batch.shape[1] // self.cell_samples
         step, margin, q = self.max_cells_per_pass, self.margin_cells, self.cell_samples
         if cells <= step + 2 * margin:
-            return self.net.embed_spec(self.net.front_end(batch)).float()
+            return self._body(self.net.front_end(batch)).float()
         parts = []
         for first in range(0, cells, step):
             lo, hi = max(0, first - margin), min(cells, first + step + margin)
-            emb = self.net.embed_spec(self.net.front_end(batch[:, lo * q : hi * q])).float()
+            emb = self._body(self.net.front_end(batch[:, lo * q : hi * q])).float()
             parts.append(emb[:, first - lo : first - lo + min(step, cells - first)])
         return torch.cat(parts, dim=1)
 
@@ -513,9 +515,36 @@ class TaggerTeacher(Teacher):
             embeddings=out, num_frames=num_frames, frame_times=self.frame_times(total)
         )
 
+    def optimize_for_cpu(self) -> bool:
+        """Run the conv body (after the STFT front end) as a frozen TorchScript graph."""
+        if self.device.type != "cpu":
+            return False
+        examples, rng = [], torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for batch, cells in ((2, 5), (1, 3), (3, 9)):
+                wave = torch.randn(batch, cells * self.cell_samples, generator=rng)
+                examples.append(self.net.front_end(wave))
+        frozen = freeze_for_cpu(_EmbedBody(self.net), examples)
+        if frozen is None:
+            return False
+        # a plain attribute, not a registered submodule: state_dict() stays the upstream one
+        object.__setattr__(self, "_body", frozen)
+        return True
+
     def tag_probabilities(self, waveforms: Tensor) -> Tensor:
         """Upstream forward on ``(B, L)`` 16 kHz crops: ``(B, 50)`` tag probabilities."""
         return self.net(waveforms)
+
+
+class _EmbedBody(nn.Module):
+    """``net.embed_spec`` as a module's forward, for tracing."""
+
+    def __init__(self, net: _TaggerNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, spec: Tensor) -> Tensor:
+        return self.net.embed_spec(spec)
 
 
 def _build_net(model: str) -> _TaggerNet:
