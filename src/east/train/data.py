@@ -9,7 +9,8 @@ clip by clip in random order would decompress a whole chunk for every clip; inst
    decodes its audio, pushes the clips into a shuffle buffer of ``buffer_size`` clips and yields
    a random clip from the buffer once it is full.
 
-Memory is bounded by ``buffer_size + chunk_clips`` clips per worker, whatever the dataset size.
+Memory is bounded by ``buffer_size + chunk_clips`` clips per worker plus each teacher's
+``num_frames`` and ``frame_times`` (4 + 8·T bytes a clip, read once), whatever the dataset size.
 Ranks of a DDP run get exactly the same number of clips per epoch (the longer shares are
 trimmed), so no rank waits for a missing batch.
 
@@ -241,17 +242,18 @@ class ClipStream(IterableDataset):
         assert self._stores is not None
         if self._arrays[teacher] is None:
             store = self._stores[teacher]
+            # the small per-clip arrays (4 + 16·T bytes a clip) are read once per worker:
+            # each zarr call costs ~1-3 ms whatever its size, so a block makes only one
             self._arrays[teacher] = {
-                name: store.array(name) for name in ("embeddings", "frame_times")
+                "embeddings": store.array("embeddings"),
+                "num_frames": np.asarray(store.array("num_frames")[:]),
+                "frame_times": np.asarray(store.array("frame_times")[:], dtype=np.float32),
             }
-            # 4 bytes a clip, read once: one zarr round trip less per block
-            self._arrays[teacher]["num_frames"] = np.asarray(store.array("num_frames")[:])
         arrays = self._arrays[teacher]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        pick = rows - lo
-        emb = np.asarray(arrays["embeddings"][lo:hi])[pick].astype(np.float32)
+        emb = np.asarray(arrays["embeddings"][lo:hi])[rows - lo].astype(np.float32)
         num_frames = arrays["num_frames"][rows].astype(np.int64)
-        times = np.asarray(arrays["frame_times"][lo:hi])[pick].astype(np.float32)
+        times = arrays["frame_times"][rows]
         return emb, num_frames, times
 
     def _read_audio(self, rows: np.ndarray) -> list[np.ndarray]:
