@@ -109,6 +109,20 @@ def test_forward_backward_taps_and_frame_times(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_short_clips_are_padded_with_silence(name):
+    student = create_student(name, 3, **SMALL[name]).eval()
+    short = torch.randn(2, int(student.sample_rate * 0.1))
+    padded = torch.nn.functional.pad(short, (0, max(0, student.min_samples - short.shape[1])))
+    with torch.no_grad():
+        out, expected = student(short), student(padded)
+    assert out.logits.shape == (2, 3)
+    torch.testing.assert_close(out.logits, expected.logits)
+    assert all(f.shape[1] >= 1 for f in out.features)
+    # the minimum is tight enough to be real: a clip of min_samples is not padded
+    assert student.min_samples <= student.sample_rate * SECONDS[name]
+
+
 def test_cp_resnet_ten_seconds_gives_62_frames():
     student = create_student("cp_resnet", 20, base_channels=8).eval()
     with torch.no_grad():

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from east.features import stride_frame_times
 
@@ -40,6 +41,7 @@ class Student(nn.Module):
         self.frontend: nn.Module = nn.Identity()
         self.feature_dims: list[int] = []
         self.tap_strides: list[int] = []
+        self.fixed_min_frames: int | None = None  # when the coarsest tap stride is not it
 
     @property
     def sample_rate(self) -> int:
@@ -48,6 +50,19 @@ class Student(nn.Module):
     @property
     def hop_seconds(self) -> float:
         return float(self.frontend.hop_seconds)  # type: ignore[attr-defined]
+
+    @property
+    def min_frames(self) -> int:
+        """Spectrogram frames of the shortest input: one frame of the coarsest tap (pooling
+        students), unless the student sets ``fixed_min_frames``."""
+        if self.fixed_min_frames is not None:
+            return self.fixed_min_frames
+        return max(self.tap_strides, default=1)
+
+    @property
+    def min_samples(self) -> int:
+        """Samples of the shortest waveform; shorter clips are padded with silence."""
+        return round(self.min_frames * self.hop_seconds * self.sample_rate)
 
     def head_modules(self) -> Sequence[nn.Module]:
         raise NotImplementedError
@@ -59,7 +74,14 @@ class Student(nn.Module):
     def forward(self, x: Tensor, *, is_spectrogram: bool = False) -> StudentOutput:
         """``x``: waveforms ``(N, L)`` at :attr:`sample_rate`, or — with
         ``is_spectrogram=True`` — the output of :attr:`frontend` (front-end bypassed)."""
-        spec = x if is_spectrogram else self.frontend(x)
+        if is_spectrogram:
+            spec = x
+            if spec.shape[-1] < self.min_frames:  # pad with the quietest value present
+                spec = F.pad(spec, (0, self.min_frames - spec.shape[-1]), value=float(spec.min()))
+        else:
+            if x.shape[-1] < self.min_samples:  # shorter than one output frame: add silence
+                x = F.pad(x, (0, self.min_samples - x.shape[-1]))
+            spec = self.frontend(x)
         logits, maps = self.forward_maps(spec)
         features = [m.mean(dim=2).transpose(1, 2) for m in maps]
         times = [

@@ -101,6 +101,8 @@ class ShortChunkCNNRes(Student):
         self.tap_layers = (5, 6, 7)
         self.feature_dims = [widths[i - 1] for i in self.tap_layers]
         self.tap_strides = [2**i for i in self.tap_layers]
+        # strided 3x3 convolutions with padding 1 (no pooling): any input length works
+        self.fixed_min_frames = 1
 
     def head_modules(self) -> Sequence[nn.Module]:
         return [self.head]
