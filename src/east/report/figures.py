@@ -183,6 +183,12 @@ COST_AXES = (
 )
 
 
+def _null_formatter() -> object:
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
 def cost_figure(points: Sequence[CostPoint], metric: str, title: str, path: Path) -> bool:
     """The test metric against four costs; a panel with no known values says so."""
     if not points:
@@ -203,8 +209,14 @@ def cost_figure(points: Sequence[CostPoint], metric: str, title: str, path: Path
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-        if known and log and all(x > 0 for x, _ in known):
+        values = [x for x, _ in known]
+        # log only where the values span a decade: below that matplotlib labels every minor
+        # tick (1.05×10², 1.1×10², …) and the labels run into each other
+        if values and log and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(_null_formatter())
+        else:
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
         if not known:
             ax.text(
                 0.5,
