@@ -73,8 +73,8 @@ def cached_teacher(spec: TeacherSpec, device: str, optimize: bool = False) -> An
     key = (spec, device, optimize)
     if key not in _TEACHERS:
         teacher = spec.build(device)
-        if optimize and teacher.device.type == "cpu":
-            teacher.optimize_for_cpu()
+        if optimize:
+            teacher.optimize_for_cpu()  # a no-op off the CPU and for teachers without one
         _TEACHERS[key] = teacher
     return _TEACHERS[key]
 
@@ -113,6 +113,32 @@ class ExtractSummary:
     pending: int
     seconds: float
     failures: list[tuple[str, str]] = field(default_factory=list)  # this run: (clip, reason)
+
+    @classmethod
+    def of_run(
+        cls,
+        path: str | Path,
+        store: Any,
+        manifest: Any,
+        processed: int,
+        failures: list[tuple[int, str]],
+        seconds: float,
+    ) -> ExtractSummary:
+        """The summary of a run that wrote ``processed`` clips, ``failures`` (row, reason)
+        among them; totals read from the store's status."""
+        status = store.status
+        ids = manifest.clip_ids
+        return cls(
+            path=str(path),
+            num_clips=store.num_clips,
+            processed=processed,
+            failed_now=len(failures),
+            done_total=int((status == DONE).sum()),
+            failed_total=int((status == FAILED).sum()),
+            pending=int((status == PENDING).sum()),
+            seconds=seconds,
+            failures=[(ids[r], reason) for r, reason in failures],
+        )
 
     @property
     def clips_per_s(self) -> float:
@@ -581,19 +607,7 @@ def extract(
     if total:  # accumulated over resumed runs; read by `east report`'s cost plot
         previous = float(store.attrs.get("extract_seconds", 0.0))
         store.set_attrs(extract_seconds=round(previous + seconds, 3))
-    status = store.status
-    ids = manifest.clip_ids
-    return ExtractSummary(
-        path=str(path),
-        num_clips=store.num_clips,
-        processed=total,
-        failed_now=len(failures),
-        done_total=int((status == DONE).sum()),
-        failed_total=int((status == FAILED).sum()),
-        pending=int((status == PENDING).sum()),
-        seconds=seconds,
-        failures=[(ids[r], reason) for r, reason in failures],
-    )
+    return ExtractSummary.of_run(path, store, manifest, total, failures, seconds)
 
 
 def _run_local(
@@ -813,15 +827,4 @@ def extract_audio(
                         status[i], failure[i] = st, str(old["failure"][i])
             store.write_chunk(work.chunk, data, status, failure)
             advance(len(work.todo))
-    st = store.status
-    return ExtractSummary(
-        path=str(path),
-        num_clips=store.num_clips,
-        processed=total,
-        failed_now=len(failures),
-        done_total=int((st == DONE).sum()),
-        failed_total=int((st == FAILED).sum()),
-        pending=int((st == PENDING).sum()),
-        seconds=time.perf_counter() - t0,
-        failures=[(manifest.clip_ids[r], why) for r, why in failures],
-    )
+    return ExtractSummary.of_run(path, store, manifest, total, failures, time.perf_counter() - t0)

@@ -183,17 +183,13 @@ COST_AXES = (
 )
 
 
-def _null_formatter() -> object:
-    from matplotlib.ticker import NullFormatter
-
-    return NullFormatter()
-
-
 def cost_figure(points: Sequence[CostPoint], metric: str, title: str, path: Path) -> bool:
     """The test metric against four costs; a panel with no known values says so."""
     if not points:
         return False
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
     systems = sorted({p.system for p in points}, key=_system_rank)
     colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(systems)}
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharey=True)
@@ -214,7 +210,7 @@ def cost_figure(points: Sequence[CostPoint], metric: str, title: str, path: Path
         # tick (1.05×10², 1.1×10², …) and the labels run into each other
         if values and log and min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(_null_formatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useOffset=False)
         if not known:

@@ -242,7 +242,7 @@ class ClipStream(IterableDataset):
         assert self._stores is not None
         if self._arrays[teacher] is None:
             store = self._stores[teacher]
-            # the small per-clip arrays (4 + 16·T bytes a clip) are read once per worker:
+            # the small per-clip arrays (4 + 8·T bytes a clip as held) are read once per worker:
             # each zarr call costs ~1-3 ms whatever its size, so a block makes only one
             self._arrays[teacher] = {
                 "embeddings": store.array("embeddings"),

@@ -96,8 +96,8 @@ class Teacher(nn.Module):
     def optimize_for_cpu(self) -> bool:
         """Swap the network body for a faster CPU inference graph (see :func:`freeze_for_cpu`).
 
-        Called by ``east extract`` on CPU unless ``--no-optimize``; returns whether anything
-        changed. Teachers without an implementation run eager.
+        Called by ``east extract`` unless ``--no-optimize``; returns whether anything changed.
+        Implementations do nothing off the CPU; teachers without one run eager.
         """
         return False
 
