@@ -76,6 +76,8 @@ def test_bad_clips_in_failures_table(dataset, clean_store, tmp_path):
     assert clip == "c005" and "not an audio file" in reason
     with pytest.raises(EastError, match=r"c005.*--strict"):
         extract(dataset, SPEC, tmp_path / "strict.zarr", _cfg(strict=True))
+    with pytest.raises(EastError, match=r"c005.*--strict"):  # failure reported by a worker
+        extract(dataset, SPEC, tmp_path / "strict2.zarr", _cfg(strict=True, num_workers=2))
 
 
 def test_teacher_failure_is_per_clip(tmp_path):
@@ -235,3 +237,52 @@ def test_optimized_cpu_teacher_writes_the_same_store(dataset, tmp_path):
         atol=2e-3,
         rtol=2e-3,
     )
+
+
+@pytest.fixture
+def two_torch_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_teacher_replicas_in_cpu_workers_write_the_same_store(dataset, tmp_path, two_torch_threads):
+    from east.extract.runner import teacher_in_workers
+
+    # 2 workers for 2 torch threads: the workers decode and embed; 1 worker only decodes
+    assert teacher_in_workers("cpu", 2) and not teacher_in_workers("cpu", 1)
+    assert not teacher_in_workers("cpu", 0) and not teacher_in_workers("cuda", 8)
+    spec = TeacherSpec("fcn-msd", "random")
+    stores = {w: tmp_path / f"w{w}.zarr" for w in (0, 1, 2)}
+    for w, path in stores.items():
+        extract(dataset, spec, path, _cfg(num_workers=w))
+    ref = open_store(stores[0])
+    for w in (1, 2):
+        got = open_store(stores[w])
+        np.testing.assert_array_equal(got.status, ref.status)
+        np.testing.assert_array_equal(got.array("num_frames")[:], ref.array("num_frames")[:])
+        # one thread per replica vs two in the main process: equal within float16 rounding
+        np.testing.assert_allclose(
+            got.array("embeddings")[:].astype(np.float32),
+            ref.array("embeddings")[:].astype(np.float32),
+            atol=2e-3,
+            rtol=2e-3,
+        )
+
+
+def test_a_worker_without_the_teacher_builds_it(dataset, monkeypatch):
+    """Under a spawn/forkserver start method a worker does not inherit the main process's
+    teacher: it builds its own from the spec, once."""
+    from east.extract import runner
+
+    monkeypatch.setattr(runner, "_TEACHERS", {})
+    paths = [str(dataset.audio_path(i)) for i in range(len(dataset))]
+    decode = runner._DecodeDataset([[0, 1], [5]], paths, 8000, 10**6, None)
+    items = runner._DecodeEmbedDataset(decode, (SPEC, "cpu", True), 100, "float16")
+    first = items[0]["results"]
+    assert set(first) == {0, 1}
+    assert all(isinstance(r, runner.ClipResult) and r.embedding.dtype == np.float16
+               for r in first.values())  # fmt: skip
+    assert list(runner._TEACHERS) == [(SPEC, "cpu", True)]
+    assert "not an audio file" in items[1]["results"][5]

@@ -82,6 +82,7 @@ def extract_command(
     """
     from east.datasets import load_manifest, parse_options
     from east.extract.runner import ExtractConfig, TeacherSpec, extract
+    from east.malloc import keep_freed_memory
     from east.settings import cache_dir as default_cache_dir
 
     if plugin:
@@ -105,6 +106,7 @@ def extract_command(
         progress=not quiet,
     )
     spec = TeacherSpec(teacher, str(weights) if weights else None, plugin)
+    keep_freed_memory()  # this process is ours (see east.malloc)
     summary = extract(manifest, spec, path, cfg, scheduler=scheduler)
     for clip, reason in summary.failures[:10]:
         err_console.print(f"[yellow]failed[/] {clip}: {reason}", highlight=False)

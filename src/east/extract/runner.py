@@ -1,9 +1,17 @@
 """The extraction runner: manifest → decoded audio → teacher → embedding store.
 
 Pipeline (local): worker processes of a torch ``DataLoader`` decode and resample whole
-batches while the main process runs the teacher on the previous one (under
-``torch.inference_mode()``, autocast on CUDA, pinned memory + non-blocking copies), and a
+batches while the teacher runs on the previous one (under ``torch.inference_mode()``), and a
 writer thread compresses and writes finished store chunks while the next chunk is computed.
+
+* On CUDA the workers only decode; the main process runs the teacher (autocast, pinned memory,
+  non-blocking copies).
+* On a CPU the teacher and the decoders share the same cores. With at least one worker per
+  torch thread (the default 2 workers on 2 cores; ``-j <cores>`` on a bigger machine), each
+  worker decodes *and* embeds its batches with a single-threaded replica of the teacher
+  (forked, so it costs no extra build), and the main process only assembles and writes. One
+  job per core at a time beats decoding processes that pre-empt the teacher's thread pool
+  mid-operation (benchmarks/RESULTS.md). With fewer workers the workers only decode.
 
 Determinism (why a resumed store equals an uninterrupted one): the batches are a pure
 function of the store chunk: its rows sorted by their header length (``length_hint``, then
@@ -64,15 +72,24 @@ class TeacherSpec:
 _TEACHERS: dict[tuple[TeacherSpec, str, bool], Any] = {}
 
 
-def cached_teacher(spec: TeacherSpec, device: str, optimize: bool = False) -> Any:
+def cached_teacher(
+    spec: TeacherSpec,
+    device: str,
+    optimize: bool = False,
+    on_built: Callable[[Any], None] | None = None,
+) -> Any:
     """The teacher of ``spec`` on ``device``, built once per process (dask workers reuse it).
 
     ``optimize``: on CPU, let the teacher swap in its frozen inference graph
     (:meth:`Teacher.optimize_for_cpu`; same values within float rounding).
+    ``on_built(teacher)`` runs when a new teacher is built, before it is optimised (to start
+    work that needs only its facts, e.g. the header scan).
     """
     key = (spec, device, optimize)
     if key not in _TEACHERS:
         teacher = spec.build(device)
+        if on_built is not None:
+            on_built(teacher)
         if optimize:
             teacher.optimize_for_cpu()  # a no-op off the CPU and for teachers without one
         _TEACHERS[key] = teacher
@@ -284,6 +301,60 @@ class _DecodeDataset:
             self.batches[index], self.paths, self.sample_rate, self.max_samples, self.max_seconds
         )
         return {"rows": b.rows, "waveforms": b.waveforms, "lengths": b.lengths, "errors": b.errors}
+
+
+class _DecodeEmbedDataset(_DecodeDataset):
+    """CPU: item ``i`` = batch ``i`` decoded and embedded (row → result or failure reason).
+
+    The worker takes the teacher from :func:`cached_teacher`: a forked worker finds the main
+    process's (already optimised) teacher there, any other start method builds it once.
+    Failures come back as reasons; the main process applies ``--strict``.
+    """
+
+    def __init__(
+        self,
+        decode: _DecodeDataset,
+        teacher_key: tuple[TeacherSpec, str, bool],
+        max_frames: int,
+        dtype: str,
+    ) -> None:
+        super().__init__(decode.batches, decode.paths, decode.sample_rate, decode.max_samples,
+                         decode.max_seconds)  # fmt: skip
+        self.teacher_key = teacher_key
+        self.max_frames = max_frames
+        self.dtype = dtype
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        teacher = cached_teacher(*self.teacher_key)
+        batch = decode_batch(
+            self.batches[index], self.paths, self.sample_rate, self.max_samples, self.max_seconds
+        )
+        results = embed_batch(
+            teacher, batch, max_frames=self.max_frames, dtype=self.dtype, amp=False
+        )
+        return {"results": results}
+
+
+def teacher_in_workers(device_type: str, workers: int) -> bool:
+    """Whether the decode workers also run the teacher (one single-threaded replica each).
+
+    Only on a CPU with at least one worker per torch thread (see the module doc). With fewer
+    workers the teacher stays multi-threaded in the main process: a forked worker must not
+    start OpenMP threads after its parent used them (libgomp deadlocks), so a replica can only
+    have one thread.
+    """
+    import torch
+
+    return device_type == "cpu" and workers > 0 and workers >= torch.get_num_threads()
+
+
+def _init_worker(worker_id: int) -> None:
+    import torch
+
+    from east.malloc import keep_freed_memory
+
+    torch.set_num_threads(1)  # (the DataLoader does it too; a teacher replica relies on it)
+    keep_freed_memory()  # the worker is ours: no page faults for every batch's buffers
 
 
 def _identity(item: Any) -> Any:
@@ -525,9 +596,17 @@ def provenance_for(manifest: Any, spec: TeacherSpec, teacher: Any, cfg: ExtractC
 
 
 def prepare_store(
-    manifest: Any, path: str | Path, spec: TeacherSpec, teacher: Any, cfg: ExtractConfig
+    manifest: Any,
+    path: str | Path,
+    spec: TeacherSpec,
+    teacher: Any,
+    cfg: ExtractConfig,
+    hints: np.ndarray | None = None,
 ) -> EmbeddingStore:
-    """Reopen a matching store to resume, or create one shaped for the whole manifest."""
+    """Reopen a matching store to resume, or create one shaped for the whole manifest.
+
+    ``hints``: the clips' lengths from :func:`scan_lengths`, when already scanned.
+    """
     provenance = provenance_for(manifest, spec, teacher, cfg)
     if not cfg.overwrite and store_exists(path, cfg.storage_options):
         store = open_store(path, mode="r+", storage_options=cfg.storage_options)
@@ -541,8 +620,9 @@ def prepare_store(
                 stacklevel=2,
             )
         return store
-    paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
-    hints = scan_lengths(paths, teacher.sample_rate, cfg.max_seconds)
+    if hints is None:
+        paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
+        hints = scan_lengths(paths, teacher.sample_rate, cfg.max_seconds)
     max_samples = int(max(hints.max(initial=0), 1))
     frames, dim = probe_frames(teacher, max_samples)
     return create_store(
@@ -585,10 +665,20 @@ def extract(
     device = best_device(cfg.device)
     t0 = time.perf_counter()
     # with a scheduler this copy only probes the frame count; the workers build their own
-    model = cached_teacher(spec, "cpu" if scheduler else device, cfg.optimize and not scheduler)
-    store = prepare_store(manifest, path, spec, model, cfg)
-    works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
+    teacher_key = (spec, "cpu" if scheduler else device, cfg.optimize and not scheduler)
     paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
+    new_store = cfg.overwrite or not store_exists(path, cfg.storage_options)
+    with ThreadPoolExecutor(1, thread_name_prefix="east-scan") as pool:
+        scan: list[Future[np.ndarray]] = []
+
+        def start_scan(built: Any) -> None:  # the header scan overlaps optimising the teacher
+            if new_store:
+                scan.append(pool.submit(scan_lengths, paths, built.sample_rate, cfg.max_seconds))
+
+        model = cached_teacher(*teacher_key, on_built=start_scan)
+        hints = scan[0].result() if scan else None
+    store = prepare_store(manifest, path, spec, model, cfg, hints)
+    works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
     total = sum(len(w.todo) for w in works)
     with _progress(cfg.progress, total, f"{spec.name} → {Path(str(path)).name}") as advance:
 
@@ -602,7 +692,7 @@ def extract(
 
             failures = run_distributed(scheduler, str(path), works, paths, spec, cfg, tick)
         else:
-            failures = _run_local(store, works, paths, model, cfg, tick)
+            failures = _run_local(store, works, paths, teacher_key, cfg, tick)
     seconds = time.perf_counter() - t0
     if total:  # accumulated over resumed runs; read by `east report`'s cost plot
         previous = float(store.attrs.get("extract_seconds", 0.0))
@@ -614,7 +704,7 @@ def _run_local(
     store: EmbeddingStore,
     works: list[ChunkWork],
     paths: list[str],
-    teacher: Any,
+    teacher_key: tuple[TeacherSpec, str, bool],
     cfg: ExtractConfig,
     tick: Callable[[int], None],
 ) -> list[tuple[int, str]]:
@@ -624,10 +714,15 @@ def _run_local(
     batches = [b for w in works for b in w.batches]
     if not batches:
         return []
+    teacher = cached_teacher(*teacher_key)
+    dtype = store.attrs["dtype"]
     dataset = _DecodeDataset(
         batches, paths, store.sample_rate, int(store.attrs["max_samples"]), cfg.max_seconds
     )
     workers = max(0, min(cfg.num_workers, len(batches)))
+    embed_in_workers = teacher_in_workers(teacher.device.type, workers)
+    if embed_in_workers:
+        dataset = _DecodeEmbedDataset(dataset, teacher_key, store.max_frames, dtype)
     loader = DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_size=None,
@@ -636,29 +731,32 @@ def _run_local(
         collate_fn=_identity,
         pin_memory=teacher.device.type == "cuda",
         prefetch_factor=2 if workers else None,
+        worker_init_fn=_init_worker,
     )
     failures: list[tuple[int, str]] = []
     pending_writes: list[Future[None]] = []
     items: Iterator[dict[str, Any]] = iter(loader)
-    dtype = store.attrs["dtype"]
     with ThreadPoolExecutor(1, thread_name_prefix="east-writer") as writer:
         try:
             for work in works:
                 asm = ChunkAssembler(store, work)
                 for _ in work.batches:
                     item = next(items)
-                    batch = DecodedBatch(
-                        item["rows"], item["waveforms"], item["lengths"], item["errors"]
-                    )
-                    _check_strict(cfg, batch.errors, store)
-                    results = embed_batch(
-                        teacher,
-                        batch,
-                        max_frames=store.max_frames,
-                        dtype=dtype,
-                        amp=cfg.amp,
-                        strict=cfg.strict,
-                    )
+                    if embed_in_workers:
+                        results = item["results"]
+                    else:
+                        batch = DecodedBatch(
+                            item["rows"], item["waveforms"], item["lengths"], item["errors"]
+                        )
+                        _check_strict(cfg, batch.errors, store)
+                        results = embed_batch(
+                            teacher,
+                            batch,
+                            max_frames=store.max_frames,
+                            dtype=dtype,
+                            amp=cfg.amp,
+                            strict=cfg.strict,
+                        )
                     _check_strict(
                         cfg, {r: v for r, v in results.items() if isinstance(v, str)}, store
                     )

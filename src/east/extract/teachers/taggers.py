@@ -411,6 +411,7 @@ class _Arch:
     build: type[_TaggerNet]
     receptive_field_frames: int  # STFT frames seen by one embedding frame (see module doc)
     trained_input_s: float
+    cpu_frames_per_pass: int  # see TaggerTeacher.cpu_frames_per_pass
 
     @property
     def receptive_field_s(self) -> float:
@@ -420,10 +421,13 @@ class _Arch:
 # Receptive fields in STFT frames, from the layer stack: FCN conv/pool 1-3 + conv 4 = 234;
 # Musicnn 129-frame temporal filter + three 7-frame back-end convs + the 64-frame cell = 210;
 # CRNN conv/pool 1-4 = 162.
+# CPU pass sizes: CPU time per 5 s ESC-50 clip of the frozen graph, one thread, 1/2/4/8 clips
+# a pass (320/640/1280/2560 frames): FCN 13.9/13.2/12.9/16.1 ms, CRNN 26.2/25.1/24.3/29.8 ms,
+# Musicnn 62.7/60.2/72.5/90.2 ms.
 _ARCHS = {
-    "fcn": _Arch(FCN, 234, 29.0),
-    "musicnn": _Arch(Musicnn, 210, 3.0),
-    "crnn": _Arch(CRNN, 162, 29.0),
+    "fcn": _Arch(FCN, 234, 29.0, 1280),
+    "musicnn": _Arch(Musicnn, 210, 3.0, 640),
+    "crnn": _Arch(CRNN, 162, 29.0, 1280),
 }
 _DATASET_NAMES = {
     "msd": "Million Song Dataset",
@@ -450,11 +454,10 @@ class TaggerTeacher(Teacher):
         # the result equals a single pass up to float rounding.
         self.max_cells_per_pass = 64
         self.margin_cells = 2
-        # On CPU these nets are memory-bound: batch-norm/ReLU/pooling over 8 × 10 s at once
-        # cost ~2× the CPU time of 8 passes of one clip (cache misses; see
-        # benchmarks/RESULTS.md), so CPU passes hold at most this many STFT frames (~8 s).
-        # Measured on 48 × 5 s ESC-50 clips, FCN, 2 idle cores: 512 → 60 clips/s,
-        # 1024 → 43, 4096 → 35, batch 1 → 56.
+        # On CPU these nets are memory-bound: a pass over 8 × 10 s at once costs far more CPU
+        # time than 8 small passes (cache misses; see benchmarks/RESULTS.md), so CPU passes
+        # hold at most this many STFT frames; the factory sets the best size of each
+        # architecture (``_ARCHS``).
         self.cpu_frames_per_pass = 512
         self._body: Callable[[Tensor], Tensor] = net.embed_spec  # or a frozen CPU graph
 
@@ -569,6 +572,7 @@ def _make_factory(
             load_strict(net, load_state_dict(path), path)
             teacher = TaggerTeacher(info, net, TAGS[dataset], rf_s)
             teacher.weights_sha256 = sha256_file(path)
+        teacher.cpu_frames_per_pass = _ARCHS[model].cpu_frames_per_pass
         return teacher.to(device).eval().requires_grad_(False)
 
     return factory
