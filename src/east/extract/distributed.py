@@ -1,7 +1,8 @@
 """Scale extraction out on dask.distributed.
 
-``--scheduler local:N`` starts a ``LocalCluster`` of N worker processes (one thread each);
-``--scheduler tcp://host:port`` uses a running cluster. One task = one store chunk: the worker
+``--scheduler local:N`` starts a ``LocalCluster`` of N worker processes (one thread each, with
+east's malloc setting, :mod:`east.malloc`); ``--scheduler tcp://host:port`` uses a running
+cluster, whose processes are left as they are. One task = one store chunk: the worker
 decodes the chunk's clips, runs the teacher and writes the whole chunk (data, then its done
 markers), so tasks write disjoint objects of the same store and a lost worker loses at most
 its chunk. Each worker process builds the teacher once and keeps it between tasks.
@@ -25,6 +26,7 @@ from east.extract.runner import (
     cached_teacher,
     process_chunk,
 )
+from east.malloc import keep_freed_memory
 
 
 @dataclass
@@ -70,7 +72,9 @@ def connect(scheduler: str) -> tuple[Any, Any]:
             dashboard_address=None,
             silence_logs=40,  # logging.ERROR
         )
-        return Client(cluster), cluster
+        client = Client(cluster)
+        client.run(keep_freed_memory)  # these worker processes are ours (see east.malloc)
+        return client, cluster
     if "://" in scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
