@@ -296,14 +296,17 @@ class _DecodeDataset:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        b = decode_batch(
+    def decoded(self, index: int) -> DecodedBatch:
+        return decode_batch(
             self.batches[index], self.paths, self.sample_rate, self.max_samples, self.max_seconds
         )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        b = self.decoded(index)
         return {"rows": b.rows, "waveforms": b.waveforms, "lengths": b.lengths, "errors": b.errors}
 
 
-class _DecodeEmbedDataset(_DecodeDataset):
+class _DecodeEmbedDataset:
     """CPU: item ``i`` = batch ``i`` decoded and embedded (row → result or failure reason).
 
     The worker takes the teacher from :func:`cached_teacher`: a forked worker finds the main
@@ -318,17 +321,17 @@ class _DecodeEmbedDataset(_DecodeDataset):
         max_frames: int,
         dtype: str,
     ) -> None:
-        super().__init__(decode.batches, decode.paths, decode.sample_rate, decode.max_samples,
-                         decode.max_seconds)  # fmt: skip
+        self.decode = decode
         self.teacher_key = teacher_key
         self.max_frames = max_frames
         self.dtype = dtype
 
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+    def __len__(self) -> int:
+        return len(self.decode)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
         teacher = cached_teacher(*self.teacher_key)
-        batch = decode_batch(
-            self.batches[index], self.paths, self.sample_rate, self.max_samples, self.max_seconds
-        )
+        batch = self.decode.decoded(index)
         results = embed_batch(
             teacher, batch, max_frames=self.max_frames, dtype=self.dtype, amp=False
         )
@@ -716,13 +719,14 @@ def _run_local(
         return []
     teacher = cached_teacher(*teacher_key)
     dtype = store.attrs["dtype"]
-    dataset = _DecodeDataset(
+    decode = _DecodeDataset(
         batches, paths, store.sample_rate, int(store.attrs["max_samples"]), cfg.max_seconds
     )
     workers = max(0, min(cfg.num_workers, len(batches)))
     embed_in_workers = teacher_in_workers(teacher.device.type, workers)
+    dataset: _DecodeDataset | _DecodeEmbedDataset = decode
     if embed_in_workers:
-        dataset = _DecodeEmbedDataset(dataset, teacher_key, store.max_frames, dtype)
+        dataset = _DecodeEmbedDataset(decode, teacher_key, store.max_frames, dtype)
     loader = DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_size=None,
