@@ -276,22 +276,15 @@ def decode_batch(
     )
 
 
+@dataclass
 class _DecodeDataset:
     """Item ``i`` = batch ``i`` of the plan, decoded (runs in DataLoader worker processes)."""
 
-    def __init__(
-        self,
-        batches: list[list[int]],
-        paths: list[str],
-        sample_rate: int,
-        max_samples: int,
-        max_seconds: float | None,
-    ) -> None:
-        self.batches = batches
-        self.paths = paths
-        self.sample_rate = sample_rate
-        self.max_samples = max_samples
-        self.max_seconds = max_seconds
+    batches: list[list[int]]
+    paths: list[str]
+    sample_rate: int
+    max_samples: int
+    max_seconds: float | None
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -306,6 +299,7 @@ class _DecodeDataset:
         return {"rows": b.rows, "waveforms": b.waveforms, "lengths": b.lengths, "errors": b.errors}
 
 
+@dataclass
 class _DecodeEmbedDataset:
     """CPU: item ``i`` = batch ``i`` decoded and embedded (row → result or failure reason).
 
@@ -314,17 +308,10 @@ class _DecodeEmbedDataset:
     Failures come back as reasons; the main process applies ``--strict``.
     """
 
-    def __init__(
-        self,
-        decode: _DecodeDataset,
-        teacher_key: tuple[TeacherSpec, str, bool],
-        max_frames: int,
-        dtype: str,
-    ) -> None:
-        self.decode = decode
-        self.teacher_key = teacher_key
-        self.max_frames = max_frames
-        self.dtype = dtype
+    decode: _DecodeDataset
+    teacher_key: tuple[TeacherSpec, str, bool]
+    max_frames: int
+    dtype: str
 
     def __len__(self) -> int:
         return len(self.decode)
