@@ -64,6 +64,8 @@ class TinyTeacher(Teacher):
         need = self.win + (frames - 1) * self.hop
         x = torch.nn.functional.pad(waveforms, (0, need - waveforms.shape[1]))
         emb = torch.tanh(x.unfold(1, self.win, self.hop) @ self.proj)  # (B, T, D)
+        # a clip louder than 2 (a float WAV can be) comes out as NaN: a teacher that breaks
+        emb = torch.where(waveforms.abs().amax(1)[:, None, None] > 2, torch.nan, emb)
         nf = self.frames_for(lengths)
         if self.info.clip_level:
             mask = (torch.arange(frames)[None, :] < nf[:, None]).float()[..., None]

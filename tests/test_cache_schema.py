@@ -140,8 +140,13 @@ def test_missing_or_foreign_store(tmp_path):
     zarr.open_group(tmp_path / "plain.zarr", mode="w")
     with pytest.raises(CacheError, match="provenance"):
         open_store(tmp_path / "plain.zarr")
-    # an interrupted creation (no provenance yet) is simply created again
-    store = _make(tmp_path / "plain.zarr")
+    # a zarr group east did not make is never written into (schema 2: it used to be recreated)
+    with pytest.raises(CacheError, match="did not make"):
+        _make(tmp_path / "plain.zarr")
+    assert zarr.open_group(tmp_path / "plain.zarr", mode="r").attrs.asdict() == {}
+    # an interrupted east creation (marked, no provenance yet) is simply created again
+    zarr.open_group(tmp_path / "cut.zarr", mode="w").attrs["east_creating"] = {"kind": "x"}
+    store = _make(tmp_path / "cut.zarr")
     assert store.num_clips == 7
 
 

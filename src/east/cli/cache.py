@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -89,8 +90,17 @@ def verify_command(
     root: Path = typer.Option(None, "--root", help="Dataset root (with --dataset)."),
     option: list[str] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     strict: bool = typer.Option(False, "--strict", help="Failed clips count as problems too."),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Mark the clips of damaged chunks pending, so that `east extract` recomputes them.",
+    ),
 ) -> None:
-    """Check coverage, NaN/Inf and (with --dataset/--root) provenance; exit 1 on problems."""
+    """Read every written chunk and check it: checksum (missing, corrupt or changed objects),
+    NaN/Inf, frame counts and times, coverage and (with --dataset/--root) provenance.
+
+    Exit 0 when sound, 1 when problems were found (each listed with its clips).
+    """
     from east.cache_schema import open_any, validate
     from east.errors import EastError
 
@@ -107,14 +117,37 @@ def verify_command(
         f"{path}: {report.done}/{report.num_clips} done, {report.failed} failed, "
         f"{report.pending} pending",
         highlight=False,
+        soft_wrap=True,
     )
     if report.failed and not strict:
         console.print(f"note: {report.failed} failed clips (listed by `east cache info`)")
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if repair and report.damaged_chunks:
+        _repair(path, report.damaged_chunks)
     if not report.ok:
         for problem in report.problems:
-            err_console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+            err_console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print("[green]ok[/]")
+
+
+def _repair(path: str, chunks: list[int]) -> None:
+    """Reset the damaged chunks to pending, under the store's writer lock."""
+    from east.cache_schema import open_any
+    from east.locking import WriterLock, store_lock_path
+
+    lock_file = store_lock_path(path)
+    with WriterLock(lock_file, f"store {path}") if lock_file else contextlib.nullcontext():
+        store = open_any(path, mode="r+")
+        store.reset_chunks(chunks)
+    clips = sum(len(range(*store.chunk_bounds(c))) for c in chunks)
+    console.print(
+        f"repaired: {len(chunks)} chunks ({clips} clips) marked pending; run the same "
+        "`east extract` (or `east cache audio`) again to recompute them",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @cache_app.command("audio")

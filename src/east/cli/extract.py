@@ -81,14 +81,12 @@ def extract_command(
     are computed. Prints the store path on stdout.
     """
     from east.datasets import load_manifest, parse_options
-    from east.extract.runner import ExtractConfig, TeacherSpec, extract
+    from east.extract.runner import ExtractConfig, TeacherSpec, extract, import_plugin
     from east.malloc import keep_freed_memory
     from east.settings import cache_dir as default_cache_dir
 
     if plugin:
-        import importlib
-
-        importlib.import_module(plugin)
+        import_plugin(plugin)
     manifest = load_manifest(dataset, root, **parse_options(option))
     path = store or default_store_path(cache_dir or default_cache_dir(), dataset, teacher)
     cfg = ExtractConfig(

@@ -23,6 +23,8 @@ and batch shapes — and therefore the numbers — never depend on where a run s
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import math
 import time
@@ -40,13 +42,17 @@ from east.cache_schema import (
     DONE,
     FAILED,
     PENDING,
+    CacheError,
     EmbeddingStore,
+    Kind,
     _ClipStore,
+    check_store_location,
     create_store,
     open_store,
-    store_exists,
+    path_state,
 )
 from east.errors import AudioError, EastError
+from east.locking import WriterLock, die_with_parent, store_lock_path
 
 # ---------------------------------------------------------------------------- teachers
 
@@ -65,8 +71,20 @@ class TeacherSpec:
         from east.extract.teachers import create_teacher
 
         if self.plugin:
-            importlib.import_module(self.plugin)
+            import_plugin(self.plugin)
         return create_teacher(self.name, self.weights, device)
+
+
+def import_plugin(name: str) -> None:
+    """Import a ``--plugin`` module; a missing one is a one-line error, its own bugs are not."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+            raise  # the plugin exists but one of its imports is missing: its traceback helps
+        raise EastError(
+            f"--plugin {name}: no module of that name (is it installed or on PYTHONPATH?)"
+        ) from None
 
 
 _TEACHERS: dict[tuple[TeacherSpec, str, bool], Any] = {}
@@ -117,6 +135,23 @@ class ExtractConfig:
     optimize: bool = True  # CPU: the teacher's frozen TorchScript inference graph, if it has one
     progress: bool = True
     storage_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse impossible values in one line, named as the command-line options."""
+        checks = [
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.num_workers >= 0, f"--num-workers must be 0 or more (got {self.num_workers})"),
+            (self.chunk_clips >= 1, f"--chunk-clips must be at least 1 (got {self.chunk_clips})"),
+            (self.limit is None or self.limit >= 0, f"--limit must be 0 or more (got {self.limit})"),
+            (
+                self.max_seconds is None or (math.isfinite(self.max_seconds) and self.max_seconds > 0),
+                f"--max-seconds must be a positive number of seconds (got {self.max_seconds})",
+            ),
+            (self.dtype in ("float16", "float32"), f"--dtype must be float16 or float32 (got {self.dtype!r})"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise EastError(message)
 
 
 @dataclass
@@ -213,6 +248,11 @@ def plan_work(
             if todo_set.intersection(b)
         ]
         keep = bool((status[start:stop] != PENDING).any())
+        if keep and store.chunk_problem(int(chunk)) is not None:
+            # its earlier results cannot be carried over (missing or changed objects): the
+            # whole chunk is computed again, so this run repairs it
+            todo, keep = list(range(start, stop)), False
+            batches = chunk_batches(todo, hints, batch_size)
         works.append(ChunkWork(int(chunk), start, stop, todo, batches, keep))
     return works
 
@@ -343,6 +383,7 @@ def _init_worker(worker_id: int) -> None:
 
     from east.malloc import keep_freed_memory
 
+    die_with_parent()  # a SIGKILLed east must not leave its workers (and its lock) behind
     torch.set_num_threads(1)  # (the DataLoader does it too; a teacher replica relies on it)
     keep_freed_memory()  # the worker is ours: no page faults for every batch's buffers
 
@@ -595,12 +636,14 @@ def prepare_store(
 ) -> EmbeddingStore:
     """Reopen a matching store to resume, or create one shaped for the whole manifest.
 
-    ``hints``: the clips' lengths from :func:`scan_lengths`, when already scanned.
+    ``hints``: the clips' lengths from :func:`scan_lengths`, when already scanned. Call it
+    inside :func:`writing` (the store's lock).
     """
     provenance = provenance_for(manifest, spec, teacher, cfg)
-    if not cfg.overwrite and store_exists(path, cfg.storage_options):
+    if not cfg.overwrite and path_state(path, "embeddings", cfg.storage_options) == "store":
         store = open_store(path, mode="r+", storage_options=cfg.storage_options)
         store.check_identity(provenance)
+        store.ensure_digests()
         started = store.attrs.get("batch_size")
         if started not in (None, cfg.batch_size):
             warnings.warn(
@@ -650,44 +693,71 @@ def extract(
 
     cfg = cfg or ExtractConfig()
     spec = teacher if isinstance(teacher, TeacherSpec) else TeacherSpec(teacher)
-    if cfg.batch_size < 1:
-        raise EastError("--batch-size must be at least 1")
     device = best_device(cfg.device)
-    t0 = time.perf_counter()
-    # with a scheduler this copy only probes the frame count; the workers build their own
-    teacher_key = (spec, "cpu" if scheduler else device, cfg.optimize and not scheduler)
-    paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
-    new_store = cfg.overwrite or not store_exists(path, cfg.storage_options)
-    with ThreadPoolExecutor(1, thread_name_prefix="east-scan") as pool:
-        scan: list[Future[np.ndarray]] = []
+    with writing(path, "embeddings", cfg) as state:
+        t0 = time.perf_counter()
+        # with a scheduler this copy only probes the frame count; the workers build their own
+        teacher_key = (spec, "cpu" if scheduler else device, cfg.optimize and not scheduler)
+        paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
+        new_store = cfg.overwrite or state != "store"
+        with ThreadPoolExecutor(1, thread_name_prefix="east-scan") as pool:
+            scan: list[Future[np.ndarray]] = []
 
-        def start_scan(built: Any) -> None:  # the header scan overlaps optimising the teacher
-            if new_store:
-                scan.append(pool.submit(scan_lengths, paths, built.sample_rate, cfg.max_seconds))
+            def start_scan(built: Any) -> None:  # the header scan overlaps optimising it
+                if new_store:
+                    scan.append(
+                        pool.submit(scan_lengths, paths, built.sample_rate, cfg.max_seconds)
+                    )
 
-        model = cached_teacher(*teacher_key, on_built=start_scan)
-        hints = scan[0].result() if scan else None
-    store = prepare_store(manifest, path, spec, model, cfg, hints)
-    works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
-    total = sum(len(w.todo) for w in works)
-    with _progress(cfg.progress, total, f"{spec.name} → {Path(str(path)).name}") as advance:
+            model = cached_teacher(*teacher_key, on_built=start_scan)
+            hints = scan[0].result() if scan else None
+        store = prepare_store(manifest, path, spec, model, cfg, hints)
+        works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
+        total = sum(len(w.todo) for w in works)
+        with _progress(cfg.progress, total, f"{spec.name} → {Path(str(path)).name}") as advance:
 
-        def tick(n: int) -> None:
-            advance(n)
-            if on_progress:
-                on_progress(n)
+            def tick(n: int) -> None:
+                advance(n)
+                if on_progress:
+                    on_progress(n)
 
-        if scheduler:
-            from east.extract.distributed import run_distributed
+            if scheduler:
+                from east.extract.distributed import run_distributed
 
-            failures = run_distributed(scheduler, str(path), works, paths, spec, cfg, tick)
-        else:
-            failures = _run_local(store, works, paths, teacher_key, cfg, tick)
-    seconds = time.perf_counter() - t0
-    if total:  # accumulated over resumed runs; read by `east report`'s cost plot
-        previous = float(store.attrs.get("extract_seconds", 0.0))
-        store.set_attrs(extract_seconds=round(previous + seconds, 3))
-    return ExtractSummary.of_run(path, store, manifest, total, failures, seconds)
+                failures = run_distributed(scheduler, str(path), works, paths, spec, cfg, tick)
+            else:
+                failures = _run_local(store, works, paths, teacher_key, cfg, tick)
+        seconds = time.perf_counter() - t0
+        if total:  # accumulated over resumed runs; read by `east report`'s cost plot
+            previous = float(store.attrs.get("extract_seconds", 0.0))
+            store.set_attrs(extract_seconds=round(previous + seconds, 3))
+        return ExtractSummary.of_run(path, store, manifest, total, failures, seconds)
+
+
+# errors of the disk a store is on: one line, not a traceback (the chunk protocol keeps every
+# finished chunk, so the same command resumes once the disk is fixed)
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EIO}
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, kind: Kind, cfg: ExtractConfig) -> Iterator[str]:
+    """The frame of every run that writes a store: refuse a path east did not make, hold the
+    store's writer lock (local stores; :mod:`east.locking`) and turn disk errors into one
+    line. Yields :func:`~east.cache_schema.path_state` of the path, read under the lock."""
+    check_store_location(path)
+    lock_file = store_lock_path(path)
+    lock = WriterLock(lock_file, f"store {path}") if lock_file else contextlib.nullcontext()
+    with lock:
+        try:
+            yield path_state(path, kind, cfg.storage_options)
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRNOS:
+                raise
+            where = exc.filename or path
+            raise CacheError(
+                f"cannot write {where}: {exc.strerror}; every finished chunk of {path} is kept: "
+                "fix the disk (free space) and run the same command again to resume"
+            ) from None
 
 
 def _run_local(
@@ -848,48 +918,68 @@ def extract_audio(
 ) -> ExtractSummary:
     """Decode and resample every clip once into an int16 audio store (``east cache audio``).
 
-    Same crash-safe, resumable chunk protocol as :func:`extract`.
+    Same crash-safe, resumable chunk protocol, lock and refusals as :func:`extract`.
     """
-    from torch.utils.data import DataLoader
+    cfg = cfg or ExtractConfig()
+    with writing(path, "audio", cfg) as state:
+        t0 = time.perf_counter()
+        paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
+        store = _audio_store_for(manifest, path, paths, sample_rate, cfg, state)
+        works = plan_work(store, 1, cfg.limit, cfg.retry_failed)
+        failures = _write_audio_chunks(store, works, paths, manifest, cfg)
+        total = sum(len(w.todo) for w in works)
+        seconds = time.perf_counter() - t0
+        return ExtractSummary.of_run(path, store, manifest, total, failures, seconds)
 
+
+def _audio_store_for(
+    manifest: Any, path: str | Path, paths: list[str], sample_rate: int, cfg: ExtractConfig,
+    state: str,
+) -> Any:  # fmt: skip
+    """Reopen the matching audio store to resume, or create it (``state``: path_state)."""
     from east.cache_schema import create_audio_store, open_audio_store
 
-    cfg = cfg or ExtractConfig()
-    t0 = time.perf_counter()
     provenance = {
         "dataset": manifest.name,
         "manifest_hash": manifest.hash,
         "sample_rate": int(sample_rate),
         "max_seconds": cfg.max_seconds,
     }
-    paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
-    if not cfg.overwrite and store_exists(path, cfg.storage_options):
+    if not cfg.overwrite and state == "store":
         store = open_audio_store(path, mode="r+", storage_options=cfg.storage_options)
         store.check_identity({**provenance, "kind": "audio", "num_clips": len(manifest)})
-    else:
-        hints = scan_lengths(paths, sample_rate, cfg.max_seconds)
-        store = create_audio_store(
-            path,
-            provenance=provenance,
-            clip_ids=manifest.clip_ids,
-            max_samples=int(max(hints.max(initial=0), 1)),
-            chunk_clips=cfg.chunk_clips,
-            length_hint=hints,
-            overwrite=cfg.overwrite,
-            storage_options=cfg.storage_options,
-        )
-    works = plan_work(store, 1, cfg.limit, cfg.retry_failed)
+        store.ensure_digests()
+        return store
+    hints = scan_lengths(paths, sample_rate, cfg.max_seconds)
+    return create_audio_store(
+        path,
+        provenance=provenance,
+        clip_ids=manifest.clip_ids,
+        max_samples=int(max(hints.max(initial=0), 1)),
+        chunk_clips=cfg.chunk_clips,
+        length_hint=hints,
+        overwrite=cfg.overwrite,
+        storage_options=cfg.storage_options,
+    )
+
+
+def _write_audio_chunks(
+    store: Any, works: list[ChunkWork], paths: list[str], manifest: Any, cfg: ExtractConfig
+) -> list[tuple[int, str]]:
+    from torch.utils.data import DataLoader
+
     total = sum(len(w.todo) for w in works)
     workers = max(0, min(cfg.num_workers, len(works)))
     loader = DataLoader(
-        _AudioChunkDataset(works, paths, sample_rate, store.max_samples, cfg.max_seconds),  # type: ignore[arg-type]
+        _AudioChunkDataset(works, paths, store.sample_rate, store.max_samples, cfg.max_seconds),  # type: ignore[arg-type]
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,
         prefetch_factor=2 if workers else None,
+        worker_init_fn=_init_worker,
     )
     failures: list[tuple[int, str]] = []
-    with _progress(cfg.progress, total, f"audio → {Path(str(path)).name}") as advance:
+    with _progress(cfg.progress, total, f"audio → {Path(store.path).name}") as advance:
         for work, decoded in zip(works, loader, strict=True):
             n = work.stop - work.start
             data = {"audio": np.zeros((n, store.max_samples), np.int16),
@@ -916,4 +1006,4 @@ def extract_audio(
                         status[i], failure[i] = st, str(old["failure"][i])
             store.write_chunk(work.chunk, data, status, failure)
             advance(len(work.todo))
-    return ExtractSummary.of_run(path, store, manifest, total, failures, time.perf_counter() - t0)
+    return failures
