@@ -222,7 +222,7 @@ def test_sigkill_leaves_no_workers_and_a_takeable_lock(data, clean, tmp_path, mo
     time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert _wait_gone(kids, 20) == [], "worker processes outlived a SIGKILLed east"
+    assert _wait_gone(kids, 3) == [], "worker processes outlived a SIGKILLed east"
     # the dead writer's lock is taken over at once, and the resumed store equals a clean one
     result = _extract(data, path)
     assert result.code == 0, str(result)
@@ -329,3 +329,12 @@ def test_full_disk_is_one_line_and_resumes(data, clean, tmp_path):
         tiny.assert_stores_equal(path, clean)
     finally:
         unmount(disk)
+
+
+@pytest.mark.parametrize("sr", ["0", "-5", "10"])
+def test_cache_audio_impossible_sample_rate(data, tmp_path, sr):
+    path = tmp_path / "a.zarr"
+    result = east("cache", "audio", "--dataset", "folder", "--root", data, "--store", path,
+                  "--sr", sr, "-q", "--num-workers", "0")  # fmt: skip
+    assert_one_line_error(result, "--sr")
+    assert not path.exists()

@@ -269,3 +269,20 @@ def test_load_state_dict_and_strict(tmp_path: Path) -> None:
     torch.save({"obj": _Server}, evil)
     with pytest.raises(WeightsError):
         load_state_dict(evil)
+
+
+def test_load_error_keeps_the_reason_without_ansi_codes(tmp_path: Path) -> None:
+    import fractions
+
+    from east.extract.weights import load_state_dict
+
+    path = tmp_path / "pickled.pt"
+    torch.save({"w": torch.zeros(2), "extra": fractions.Fraction(1, 2)}, path)
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert "Unsupported global" in message and "fractions.Fraction" in message
+    assert "\x1b[" not in message and "\n" not in message
+    (tmp_path / "text.pt").write_text("garbage\n")
+    with pytest.raises(WeightsError, match="not a loadable PyTorch checkpoint"):
+        load_state_dict(tmp_path / "text.pt")

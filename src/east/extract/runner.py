@@ -921,6 +921,8 @@ def extract_audio(
     Same crash-safe, resumable chunk protocol, lock and refusals as :func:`extract`.
     """
     cfg = cfg or ExtractConfig()
+    if not 1000 <= sample_rate <= 768_000:
+        raise EastError(f"--sr must be a sample rate in Hz, 1000 to 768000 (got {sample_rate})")
     with writing(path, "audio", cfg) as state:
         t0 = time.perf_counter()
         paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]

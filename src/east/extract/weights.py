@@ -326,6 +326,30 @@ def _progress(enabled: bool) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """The line of a ``torch.load`` error that says what failed, without ANSI codes.
+
+    torch's ``weights_only`` errors open with paragraphs of advice and put the reason on a
+    line of its own (``WeightsUnpickler error: Unsupported global: ...``); other errors (zip,
+    EOF) are one line.
+    """
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if not reason and i + 1 < len(lines):  # (the reason can stand on the next line)
+                reason = lines[i + 1]
+            reason = reason.split(". Please use", 1)[0]  # (then advice to allow-list it)
+            return f"WeightsUnpickler error: {reason}"[:300]
+    return lines[0][:300]
+
+
 def load_state_dict(
     path: str | Path,
     unwrap: tuple[str, ...] = ("state_dict", "model"),
@@ -343,8 +367,9 @@ def load_state_dict(
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and EOF errors all mean the same to the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path} is not a loadable PyTorch checkpoint ({first[:200]})") from None
+        raise WeightsError(
+            f"{path} is not a loadable PyTorch checkpoint ({load_error_reason(exc)})"
+        ) from None
     if isinstance(obj, Mapping):
         for key in unwrap:
             if isinstance(obj.get(key), Mapping):
