@@ -112,6 +112,33 @@ def test_pca_params_load_from_numpy_or_tensor_files(tmp_path, layout: str) -> No
     np.testing.assert_array_equal(got_means.numpy(), means.astype(np.float32))
 
 
+def test_pca_params_load_under_the_torch_floor_rules(tmp_path, monkeypatch) -> None:
+    # torch < 2.5 did not allow `_codecs.encode` by default; protocol 2 needs it for numpy bytes
+    import torch._weights_only_unpickler as unpickler
+
+    allowed = unpickler._get_allowed_globals
+    monkeypatch.setattr(
+        unpickler,
+        "_get_allowed_globals",
+        lambda: {k: v for k, v in allowed().items() if k != "_codecs.encode"},
+    )
+    path = tmp_path / "pca.pth"
+    rng = np.random.default_rng(4)
+    matrix, means = rng.standard_normal((128, 128)), rng.standard_normal(128)
+    _save_pca(path, matrix, means, as_numpy=True)
+    assert b"_codecs" in path.read_bytes()
+    from east.extract.teachers.vggish import _numpy_safe_globals
+
+    without = [g for g in _numpy_safe_globals() if not (isinstance(g, tuple) and "_codecs" in g[1])]
+    with (
+        pytest.raises(Exception, match=r"_codecs\.encode"),
+        torch.serialization.safe_globals(without),
+    ):
+        torch.load(path, weights_only=True)  # what the list without it gives on torch 2.4
+    got_matrix, _ = load_pca_params(path)
+    np.testing.assert_array_equal(got_matrix.numpy(), matrix.astype(np.float32))
+
+
 class _Exploit:
     def __reduce__(self):
         return (print, ("this must never run",))

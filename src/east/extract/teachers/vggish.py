@@ -285,14 +285,18 @@ def _numpy_safe_globals() -> list:
     """Globals that unpickle numpy arrays and nothing else (for ``weights_only`` loading).
 
     The PCA file holds numpy arrays pickled by numpy 1 (``numpy.core``); numpy 2 names the
-    same reconstructor ``numpy._core``: allow it under both names.
+    same reconstructor ``numpy._core``: allow it under both names. Protocol 2 pickles their
+    bytes through ``_codecs.encode``, which torch allows by default only since 2.5 (pytorch
+    PR 133189): east allows it itself, so the floor ``torch>=2.4`` loads the file too.
     """
+    import codecs
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1
         from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "float16")]
     return [
+        (codecs.encode, "_codecs.encode"),
         (_reconstruct, "numpy.core.multiarray._reconstruct"),
         (_reconstruct, "numpy._core.multiarray._reconstruct"),
         np.ndarray,
@@ -310,8 +314,10 @@ def load_pca_params(path: str | Path) -> tuple[Tensor, Tensor]:
         matrix = torch.as_tensor(np.asarray(params["pca_eigen_vectors"]), dtype=torch.float32)
         means = torch.as_tensor(np.asarray(params["pca_means"]), dtype=torch.float32)
     except Exception as exc:  # any unpickling/key error means the same thing to the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WeightsError(f"{path} is not a VGGish PCA parameter file ({first})") from None
+        from east.extract.weights import load_error_reason
+
+        reason = load_error_reason(exc)
+        raise WeightsError(f"{path} is not a VGGish PCA parameter file ({reason})") from None
     means = means.reshape(-1)
     if matrix.shape != (EMBEDDING_DIM, EMBEDDING_DIM) or means.shape != (EMBEDDING_DIM,):
         raise WeightsError(
