@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import math
 import os
@@ -214,6 +215,7 @@ class _ClipStore:
 
     kind: Kind
     data_arrays: tuple[str, ...] = ()
+    int_attrs: tuple[str, ...] = ("num_clips", "chunk_clips", "sample_rate")
 
     def __init__(self, group: zarr.Group, path: str | Path, mode: str) -> None:
         self.group = group
@@ -226,11 +228,21 @@ class _ClipStore:
             raise CacheError(f"{path} is a zarr group without east provenance: not an east store")
         if attrs.get("kind") != self.kind:
             raise CacheError(f"{path} is an east {attrs.get('kind')} store, not {self.kind}")
-        version = int(attrs.get("schema_version", 0))
+        version = attrs.get("schema_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise CacheError(
+                f"{path}: schema_version {version!r} is not a number; not an east store"
+            )
         if version > SCHEMA_VERSION:
             raise CacheError(
                 f"{path} has cache schema version {version}; this east reads up to "
                 f"{SCHEMA_VERSION} (upgrade east)"
+            )
+        bad = [k for k in self.int_attrs if not _is_count(attrs.get(k), minimum=k == "chunk_clips")]
+        if bad:
+            raise CacheError(
+                f"{path}: provenance {', '.join(f'{k}={attrs.get(k)!r}' for k in bad)} "
+                "is not a valid count; not a valid east cache"
             )
         missing = [
             name
@@ -472,6 +484,10 @@ class _ClipStore:
         self.group.attrs["east"] = self.attrs
 
 
+def _is_count(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _norm(value: Any) -> Any:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
@@ -481,6 +497,7 @@ class EmbeddingStore(_ClipStore):
 
     kind: Kind = "embeddings"
     data_arrays = ("embeddings", "frame_times", "num_frames")
+    int_attrs = (*_ClipStore.int_attrs, "dim", "max_frames")
 
     @property
     def dim(self) -> int:
@@ -530,6 +547,7 @@ class AudioStore(_ClipStore):
 
     kind: Kind = "audio"
     data_arrays = ("audio",)
+    int_attrs = (*_ClipStore.int_attrs, "max_samples")
 
     @property
     def max_samples(self) -> int:
@@ -685,7 +703,8 @@ def _build_and_rename(
 
 def _remove_leftovers(path: Path) -> None:
     """Hidden build/replace folders of this store left by a killed creation (ours by name)."""
-    for pattern in (f".{path.name}.creating-*", f".{path.name}.replaced-*"):
+    name = glob.escape(path.name)
+    for pattern in (f".{name}.creating-*", f".{name}.replaced-*"):
         for old in path.parent.glob(pattern):
             shutil.rmtree(old, ignore_errors=True)
 

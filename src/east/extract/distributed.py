@@ -54,10 +54,9 @@ def _chunk_task(
     return ChunkOutcome(work.chunk, len(work.todo), failures)
 
 
-def connect(scheduler: str) -> tuple[Any, Any]:
-    """``(client, cluster_or_None)`` for ``local:N`` or a scheduler address."""
-    from distributed import Client, LocalCluster
-
+def local_workers(scheduler: str) -> int | None:
+    """N of ``local:N``, ``None`` for a scheduler address; a one-line error for anything else
+    (checked before a store is touched)."""
     if scheduler.startswith("local:"):
         try:
             n = int(scheduler.split(":", 1)[1])
@@ -65,6 +64,18 @@ def connect(scheduler: str) -> tuple[Any, Any]:
             n = 0
         if n < 1:
             raise EastError(f"--scheduler {scheduler!r}: use local:N with N ≥ 1 workers")
+        return n
+    if "://" in scheduler:
+        return None
+    raise EastError(f"--scheduler {scheduler!r}: use local:N or tcp://host:port")
+
+
+def connect(scheduler: str) -> tuple[Any, Any]:
+    """``(client, cluster_or_None)`` for ``local:N`` or a scheduler address."""
+    from distributed import Client, LocalCluster
+
+    n = local_workers(scheduler)
+    if n is not None:
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,  # one forward pass at a time per worker process
@@ -75,12 +86,10 @@ def connect(scheduler: str) -> tuple[Any, Any]:
         client = Client(cluster)
         client.run(keep_freed_memory)  # these worker processes are ours (see east.malloc)
         return client, cluster
-    if "://" in scheduler:
-        try:
-            return Client(scheduler, timeout="20s"), None
-        except OSError as exc:
-            raise EastError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
-    raise EastError(f"--scheduler {scheduler!r}: use local:N or tcp://host:port")
+    try:
+        return Client(scheduler, timeout="20s"), None
+    except OSError as exc:
+        raise EastError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
 
 
 def run_distributed(

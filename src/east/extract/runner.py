@@ -694,6 +694,10 @@ def extract(
     cfg = cfg or ExtractConfig()
     spec = teacher if isinstance(teacher, TeacherSpec) else TeacherSpec(teacher)
     device = best_device(cfg.device)
+    if scheduler:
+        from east.extract.distributed import local_workers
+
+        local_workers(scheduler)  # a malformed --scheduler is refused before the store
     with writing(path, "embeddings", cfg) as state:
         t0 = time.perf_counter()
         # with a scheduler this copy only probes the frame count; the workers build their own

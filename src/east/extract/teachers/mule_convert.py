@@ -119,16 +119,19 @@ def read_keras_archive(path: str | Path) -> KerasArchive:
                 if "metadata.json" in archive.namelist()
                 else {}
             )
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:  # (JSON/UTF-8: ValueError)
         raise WeightsError(f"{path} is not a Keras .keras archive ({exc})") from None
     variables: dict[str, np.ndarray] = {}
-    with h5py.File(io.BytesIO(weights_blob), "r") as h5:
 
-        def collect(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                variables[name] = np.asarray(obj[()])
+    def collect(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            variables[name] = np.asarray(obj[()])
 
-        h5.visititems(collect)
+    try:
+        with h5py.File(io.BytesIO(weights_blob), "r") as h5:
+            h5.visititems(collect)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: model.weights.h5 is not an HDF5 file ({exc})") from None
     try:
         layers = config["config"]["layers"]
     except (KeyError, TypeError):

@@ -290,6 +290,7 @@ def _numpy_safe_globals() -> list:
     PR 133189): east allows it itself, so the floor ``torch>=2.4`` loads the file too.
     """
     import codecs
+
     try:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1
