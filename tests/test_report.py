@@ -316,3 +316,36 @@ def test_report_on_a_subset_and_the_cli(runs: tuple[Path, dict], tmp_path: Path)
     assert isinstance(result.exception, EastError)
     result = CliRunner().invoke(app, ["report", str(esc_only), "--format", "pdf"])
     assert isinstance(result.exception, EastError)
+
+
+def test_a_new_report_clears_only_what_the_last_one_wrote(
+    runs: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, _ = runs
+    out = tmp_path / "r"
+    first = build_report([root], out, ["md", "csv"], figures=False, count_params=False)
+    keys = {t.key for t in first.tables}
+    (out / "tables" / "mine.md").write_text("my own notes")
+    esc_only = tmp_path / "esc_only"
+    esc_only.mkdir()
+    for run in root.rglob("*_s1"):
+        if (run / "test_results.json").exists() and load_run(run).dataset == "esc50":
+            run.rename(esc_only / run.name)
+    second = build_report([esc_only], out, ["md"], figures=False, count_params=False)
+    left = {p.stem for p in (out / "tables").glob("*.md")}
+    assert left == {t.key for t in second.tables} | {"mine"}
+    assert len(keys) > len(left) - 1  # stale tables of the first report are gone
+    assert not (out / "results.csv").exists() and not list((out / "tables").glob("*.csv"))
+    assert (out / "tables" / "mine.md").read_text() == "my own notes"
+
+
+def test_a_report_from_before_the_file_list_is_still_cleared(
+    runs: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, _ = runs
+    out = tmp_path / "r"
+    build_report([root], out, ["md"], figures=False, count_params=False)
+    (out / ".east_report.json").unlink()  # as an older east left it
+    (out / "tables" / "old_table.md").write_text("stale")
+    build_report([root], out, ["md"], figures=False, count_params=False)
+    assert not (out / "tables" / "old_table.md").exists()

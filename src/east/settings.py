@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -29,14 +30,53 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EAST_CACHE_DIR", "cache")).expanduser()
 
 
-def best_device(requested: str | None = None) -> str:
-    """``cuda`` when available (or ``mps``), else ``cpu``; an explicit request wins."""
-    if requested and requested != "auto":
-        return requested
+#: the device strings east accepts: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` (and ``auto``)
+_DEVICE = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
+
+
+def _available_devices() -> list[str]:
+    """What ``--device`` may name on this machine, ``auto`` first."""
     import torch
 
+    names = ["auto", "cpu"]
     if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def best_device(requested: str | None = None) -> str:
+    """``cuda`` when available (or ``mps``), else ``cpu``; an explicit request wins.
+
+    A request for a device this machine does not have (``cuda`` without a GPU, ``cuda:7``
+    with two, ``mps`` off a Mac, ``tpu``, ``""``) raises :class:`~east.errors.ConfigError`
+    naming what is available, rather than failing later inside torch.
+    """
+    import torch
+
+    if requested is None or requested.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available() else "cpu"
+    device = requested.strip().lower()
+    available = _available_devices()
+    if device in available or device == "cpu:0" or (device == "mps:0" and "mps" in available):
+        return device
+    from east.errors import ConfigError
+
+    match = _DEVICE.fullmatch(device)
+    if match is None:
+        why = "is not a device east can use"
+    elif match.group(1) == "cpu":
+        why = "does not exist (the CPU is cpu)"
+    else:
+        why = "is not available on this machine"
+    raise ConfigError(f"device {requested!r} {why}; available here: {', '.join(available)}")

@@ -3,13 +3,14 @@ line on stderr with exit code 2 (no traceback)."""
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
 
 from east import __version__
 from east.cli import cache, datasets, extract, report, students, teachers, train
-from east.cli.common import err_console
+from east.cli.common import err_console, err_line
 from east.errors import EastError
 
 app = typer.Typer(
@@ -45,13 +46,42 @@ def _root(
     """east — Embeddings As Teachers."""
 
 
+#: errors of a path the user named (a full disk, no permission, a read-only or missing
+#: path): the user can act on them, so they are one line, not a traceback; any other
+#: OSError (EIO, EBADF, ...) stays a traceback, as it points at a bug or a broken machine
+USER_PATH_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+    }
+)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<strerror>: <path>`` (``<path> -> <path2>`` for a failed rename or copy)."""
+    text = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{text}: {' -> '.join(paths)}" if paths else text
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
         app()
     except EastError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_line("error:", "bold red", str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in USER_PATH_ERRNOS:
+            raise
+        err_line("error:", "bold red", os_error_line(exc))
+        sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         sys.exit(130)

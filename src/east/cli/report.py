@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from east.cli.common import console, err_console
+from east.cli.common import console, err_line
 
 
 def report_command(
@@ -25,10 +25,10 @@ def report_command(
 ) -> None:
     """Collect finished runs (recursively), average over seeds and write tables laid out like
     the papers' (published numbers beside ours), PNG figures and an index.html."""
-    from east.errors import EastError
     from east.report import build_report
 
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    # refuses (one line, nothing written) a bad --out, --format or no finished runs
     report = build_report(
         runs,
         out,
@@ -37,19 +37,16 @@ def report_command(
         figures=not no_figures,
         count_params=count_params,
     )
-    if not report.groups:
-        raise EastError(
-            "no finished runs (a run directory needs config.yaml and test_results.json) under "
-            + ", ".join(str(r) for r in runs)
-        )
     for table in results_tables(report.groups):
         console.print(table)
     for note in report.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_line("note:", "yellow", note)
     console.print(
         f"wrote {len(report.tables)} tables, {len(report.figures)} figures to {out}"
         + (f" — open {out / 'index.html'}" if "html" in formats else ""),
         highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from east.cli.common import console, err_console
+from east.cli.common import check_folder_option, console, err_line
 
 teachers_app = typer.Typer(
     name="teachers",
@@ -111,8 +111,13 @@ def download_command(
     from east.errors import WeightsError
     from east.extract.teachers import teacher_info
     from east.extract.weights import download
+    from east.settings import weights_dir
 
     infos = [teacher_info(name) for name in names]  # unknown names fail before any download
+    if dest is not None:
+        check_folder_option("--dest", dest)
+    else:
+        check_folder_option("EAST_WEIGHTS_DIR", weights_dir())
     for info in infos:
         if not info.weights:
             raise WeightsError(f"teacher {info.name} has no weight files to download")
@@ -122,7 +127,7 @@ def download_command(
                     f"{wf.filename} for {info.name} is not a plain download: {wf.note or wf.url}"
                 )
             path = download(wf, dest_dir=dest, progress=not quiet)
-            err_console.print(f"[green]ok[/] {info.name}: {wf.filename}", highlight=False)
+            err_line("ok", "green", f"{info.name}: {wf.filename}")
             console.print(str(path), highlight=False, soft_wrap=True)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from east.cli.common import console, err_console
+from east.cli.common import check_file_option, console, err_console
 
 CONVERTIBLE = ("mule",)
 
@@ -39,6 +39,8 @@ def register(teachers_app: typer.Typer) -> None:
             raise EastError(
                 f"teacher {teacher!r} needs no conversion; convertible: {', '.join(CONVERTIBLE)}"
             )
+        if out is not None:  # checked before the (slow) conversion
+            check_file_option("--out", out)
         from east.extract.teachers.mule import OFFICIAL_WEIGHTS, converted_path
         from east.extract.teachers.mule_convert import convert
         from east.extract.weights import weights_path

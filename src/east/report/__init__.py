@@ -9,6 +9,7 @@ and writes into ``out``::
     tables/<key>.md|csv  each table on its own (laid out like the papers' tables)
     figures/*.png        limited-data curves, per-teacher bars, cost vs accuracy
     index.html           tables and figures on one page
+    .east_report.json    the files above, so the next report clears only what east wrote
 
 It works on any subset of runs: a table or figure is written only when some run fills it.
 """
@@ -22,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from east.errors import EastError
 from east.report.published import PublishedResults
 from east.report.runs import NO_TEACHER, Group, RunRecord, Scan, find_runs, group_runs
 from east.report.tables import Table, build_tables
 
 FORMATS = ("md", "csv", "html")
 REPRODUCE_LOG = "reproduce_log.jsonl"
+WRITTEN_FILE = ".east_report.json"  # what the last report wrote into --out
 EXTRACTION_TIME_KEYS = ("extract_seconds", "extraction_seconds", "seconds_total")
 
 __all__ = ["FORMATS", "Report", "RunRecord", "build_report", "find_runs", "group_runs"]
@@ -196,26 +199,31 @@ def build_report(
     count_params: bool = True,
 ) -> Report:
     """Collect the runs under ``paths`` and write tables/figures into ``out``."""
-    from east.errors import EastError
     from east.report.complexity import load_complexity
 
     unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise EastError(f"--format: unknown {', '.join(unknown)}; use {', '.join(FORMATS)}")
+    if unknown or not formats:
+        what = f"unknown {', '.join(unknown)}" if unknown else "nothing named"
+        raise EastError(f"--format: {what}; use one or more of {', '.join(FORMATS)}")
+    out = Path(out)
+    check_out_folder(out)
     folders = [Path(p) for p in paths]
     scan = find_runs(folders)
     groups = group_runs(scan.runs)
+    if not groups:  # refused before --out is touched: an earlier report there stays
+        raise EastError(_no_runs_message(folders, scan))
     published = PublishedResults.load(published_path)
-    complexity = load_complexity(folders)
+    complexity_problem = None
+    try:
+        complexity = load_complexity(folders)
+    except EastError as exc:  # noted, and the report goes on without it
+        complexity, complexity_problem = None, str(exc)
     # without complexity.json, count student parameters from the registry (imports torch)
     student_params = _student_params(
         [g.student for g in groups if g.system != "teacher_lr"], complexity, count_params
     )
     tables = build_tables(groups, published, complexity, student_params)
 
-    out = Path(out)
-    _clear_previous(out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
     report = Report(out=out, scan=scan, groups=groups, tables=tables, figures=[])
     if published.source is None:
         report.notes.append("docs/paper_results.csv not found: no published numbers shown.")
@@ -226,12 +234,33 @@ def build_report(
         )
     for path, reason in scan.unreadable:
         report.notes.append(f"unreadable run {path}: {reason}")
-    if complexity is None:
+    if complexity_problem is not None:
+        report.notes.append(f"ignored {complexity_problem}")
+    if complexity is None and complexity_problem is None:
         report.notes.append(
             "no complexity.json in the given folders: the complexity table shows "
             "student parameter counts only (python -m east.report.complexity)."
         )
 
+    try:
+        _write_report(report, formats, figures, student_params, folders)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the report folder
+            raise OSError(exc.errno, exc.strerror, str(out)) from exc
+        raise
+    return report
+
+
+def _write_report(
+    report: Report,
+    formats: Sequence[str],
+    figures: bool,
+    student_params: dict[str, int],
+    folders: Sequence[Path],
+) -> None:
+    out, scan, groups, tables = report.out, report.scan, report.groups, report.tables
+    _clear_previous(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
     if figures and groups:
         report.figures = _write_figures(out / "figures", groups, student_params, folders)
 
@@ -266,16 +295,71 @@ def build_report(
         from east.report.html import write_index
 
         report.files.append(write_index(out / "index.html", tables, report.figures, report.notes))
-    return report
+    _record_written(out, [*report.files, *report.figures])
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that is, or lies below, something other than a folder."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"lies below the file {path}"
+                raise EastError(f"--out {out} {what}; name a folder for the report")
+            return
+
+
+def _no_runs_message(folders: Sequence[Path], scan: Scan) -> str:
+    where = ", ".join(str(f) for f in folders)
+    message = (
+        f"no finished runs (a run directory needs config.yaml and test_results.json) under {where}"
+    )
+    if scan.unreadable:
+        shown = "; ".join(f"{reason}" for _, reason in scan.unreadable[:3])
+        more = len(scan.unreadable) - 3
+        message += f"; {len(scan.unreadable)} unreadable: {shown}" + (
+            f"; and {more} more" if more > 0 else ""
+        )
+    if scan.unfinished:
+        message += f"; {len(scan.unfinished)} unfinished"
+    return message
 
 
 def _clear_previous(out: Path) -> None:
-    """Remove what an earlier report wrote here, so no stale table or figure survives."""
-    for sub, pattern in (("tables", "*.md"), ("tables", "*.csv"), ("figures", "*.png")):
-        for path in (out / sub).glob(pattern):
-            path.unlink()
-    for name in ("report.md", "results.csv", "index.html"):
-        (out / name).unlink(missing_ok=True)
+    """Remove what an earlier report wrote here, so no stale table or figure survives, and
+    nothing else: a user's own files in ``out`` stay. The earlier report's files are listed
+    in ``.east_report.json``; a report written before that list existed is recognised by
+    its ``report.md`` heading."""
+    for path in _previous_files(out):
+        path.unlink(missing_ok=True)
+
+
+def _previous_files(out: Path) -> list[Path]:
+    listing = out / WRITTEN_FILE
+    try:
+        names = json.loads(listing.read_text())
+    except (OSError, ValueError):
+        names = None
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        root = out.resolve()
+        paths = [out / n for n in names]
+        # only files inside out: a hand-edited list must not reach elsewhere
+        return [p for p in paths if p.resolve().is_relative_to(root) and p.is_file()]
+    try:
+        legacy = (out / "report.md").read_text().startswith("# east report")
+    except (OSError, ValueError):
+        legacy = False
+    if not legacy:
+        return []
+    found = [p for sub, pattern in LEGACY_OUTPUTS for p in (out / sub).glob(pattern)]
+    return [*found, *(out / n for n in ("report.md", "results.csv", "index.html"))]
+
+
+LEGACY_OUTPUTS = (("tables", "*.md"), ("tables", "*.csv"), ("figures", "*.png"))
+
+
+def _record_written(out: Path, files: Sequence[Path]) -> None:
+    names = sorted({str(f.relative_to(out)) for f in files})
+    (out / WRITTEN_FILE).write_text(json.dumps(names, indent=1) + "\n")
 
 
 def _write_figures(

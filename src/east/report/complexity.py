@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 COMPLEXITY_FILE = "complexity.json"
 PAPER_TEACHERS = ("vggish", "openl3", "passt", "panns", "mule")
 PAPER_STUDENTS = ("mobile_fcn", "cp_resnet", "harmonic_cnn", "short_chunk_cnn")
@@ -106,19 +108,50 @@ def measure(
     }
 
 
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str | None = None
+    params: int | None = Field(None, ge=0)
+    iter_per_s: float | None = Field(None, ge=0)
+
+
+class _Complexity(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    device: str | None = None
+    device_name: str | None = None
+    models: list[_Model]
+
+
 def load_complexity(folders: Sequence[str | Path]) -> dict[str, Any] | None:
-    """The first ``complexity.json`` directly inside one of ``folders`` (or given as a file)."""
+    """The first ``complexity.json`` directly inside one of ``folders`` (or given as a file);
+    ``None`` when there is none. One that is there but unreadable or of the wrong shape is an
+    :class:`~east.errors.EastError` naming the file and the field (the report notes it and
+    goes on without it)."""
+    from east.errors import EastError
+    from east.report.runs import pydantic_message
+
     for folder in folders:
         path = Path(folder)
         candidate = path if path.is_file() else path / COMPLEXITY_FILE
-        if candidate.is_file():
-            try:
-                data = json.loads(candidate.read_text())
-            except ValueError:
-                continue
-            if isinstance(data, dict) and isinstance(data.get("models"), list):
-                data["source"] = str(candidate)
-                return data
+        if not candidate.is_file():
+            continue
+        try:
+            data = _Complexity.model_validate_json(candidate.read_bytes())
+        except OSError as exc:
+            raise EastError(f"{candidate}: unreadable ({exc.strerror})") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            raise EastError(
+                f"{candidate}: {where}: {pydantic_message(first['msg'])} (rewrite it with "
+                "python -m east.report.complexity)"
+            ) from None
+        out = data.model_dump()
+        out["source"] = str(candidate)
+        return out
     return None
 
 

@@ -46,20 +46,12 @@ class PublishedResults:
             if explicit:
                 raise EastError(f"{path}: published results file not found")
             return cls([], None)
-        rows = []
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = set(FIELDS) - set(reader.fieldnames or ())
-            if missing:
-                raise EastError(f"{path}: missing columns {sorted(missing)}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    value = float(row["value"])
-                except ValueError:
-                    raise EastError(
-                        f"{path}:{line}: value {row['value']!r} is not a number"
-                    ) from None
-                rows.append(Published(*(row[k].strip() for k in FIELDS[:-1]), value))
+        try:
+            rows = _read_rows(path)
+        except UnicodeDecodeError as exc:
+            raise EastError(f"{path}: not a UTF-8 CSV file ({exc.reason})") from None
+        except csv.Error as exc:
+            raise EastError(f"{path}: not a valid CSV file ({exc})") from None
         return cls(rows, path)
 
     def get(
@@ -73,3 +65,22 @@ class PublishedResults:
             for r in self.rows
             if r.paper == paper and r.table == table and (dataset is None or r.dataset == dataset)
         ]
+
+
+def _read_rows(path: Path) -> list[Published]:
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = set(FIELDS) - set(reader.fieldnames or ())
+        if missing:
+            raise EastError(f"{path}: missing columns {sorted(missing)}")
+        for line, row in enumerate(reader, start=2):
+            empty = [k for k in FIELDS if row.get(k) is None]
+            if empty:
+                raise EastError(f"{path}:{line}: no value for {', '.join(empty)}")
+            try:
+                value = float(row["value"])
+            except ValueError:
+                raise EastError(f"{path}:{line}: value {row['value']!r} is not a number") from None
+            rows.append(Published(*(row[k].strip() for k in FIELDS[:-1]), value))
+    return rows

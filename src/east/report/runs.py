@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from east.errors import EastError
 
@@ -73,13 +75,66 @@ class RunRecord:
         return self.train_steps / self.train_seconds
 
 
+class _Part(BaseModel):
+    """The fields of a run file that the report reads; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _DatasetPart(_Part):
+    name: str | None = None
+    train_fraction: float | None = Field(None, gt=0, le=1)
+
+
+class _StudentPart(_Part):
+    name: str | None = None
+
+
+class _TeacherPart(_Part):
+    cache: str
+
+
+class _RunConfig(_Part):
+    system: str | None = None
+    seed: int = 0
+    dataset: _DatasetPart | None = None
+    student: _StudentPart | None = None
+    teachers: list[_TeacherPart] | None = None
+
+
+class _RunInfo(_Part):
+    dataset: str | None = None
+    task: str | None = None
+    system: str | None = None
+    student: str | None = None
+
+
+def pydantic_message(message: str) -> str:
+    """A pydantic error message for users: lower-case start, no internal class names."""
+    message = re.sub(r" or instance of \w+", "", message)
+    return message[:1].lower() + message[1:]
+
+
+def _validated(model: type[_Part], data: dict[str, Any], path: Path) -> Any:
+    """``data`` as ``model``; a wrong type is one :class:`EastError` naming file and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise EastError(
+            f"{path}: {where}: {pydantic_message(first['msg'])} (got {first.get('input')!r})"
+        ) from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise EastError(f"{path}: unreadable run config ({exc})") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EastError(f"{path}: unreadable run config ({reason})") from None
     if not isinstance(data, dict):
         raise EastError(f"{path}: a run config must be a mapping")
     return data
@@ -88,27 +143,30 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
         raise EastError(f"{path}: unreadable JSON ({exc})") from None
     if not isinstance(data, dict):
         raise EastError(f"{path}: expected a JSON object")
     return data
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _metrics_of(results: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+def _metrics_of(results: dict[str, Any], path: Path, prefix: str = "test_") -> dict[str, float]:
+    """Report metric name → value; a metric that is there but not a number is an error (a
+    missing or non-finite one is simply not reported)."""
     out: dict[str, float] = {}
     for key, name in METRIC_KEYS.items():
-        value = _finite(results.get(key if prefix == "test_" else key[len("test_") :]))
-        if value is not None:
-            out[name] = value
+        field_name = key if prefix == "test_" else key[len("test_") :]
+        value = results.get(field_name)
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise EastError(f"{path}: {field_name} is {value!r}, not a number")
+        if math.isfinite(value):
+            out[name] = float(value)
     return out
 
 
@@ -119,17 +177,35 @@ def teacher_name(cache: str | Path) -> str:
 
 
 def _training_time(path: Path) -> tuple[int | None, float | None]:
-    if not path.is_file():
+    """Last optimiser step and summed epoch seconds of ``metrics.jsonl``; ``(None, None)``
+    (not recorded) when the file is missing or holds anything but such records, so a cost
+    figure never shows a speed computed from part of the log. A torn last line (a killed
+    run) is skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, ValueError):  # missing, unreadable or not UTF-8
         return None, None
     steps, seconds = None, 0.0
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except ValueError:
-            continue  # a torn last line of a killed run
-        if isinstance(record.get("step"), int):
-            steps = record["step"]
-        seconds += _finite(record.get("seconds")) or 0.0
+            if number == len(lines):
+                break
+            return None, None
+        if not isinstance(record, dict):
+            return None, None
+        step, secs = record.get("step"), record.get("seconds")
+        if step is not None:
+            if not isinstance(step, int) or isinstance(step, bool):
+                return None, None
+            steps = step
+        if secs is not None:
+            if not _is_number(secs) or not math.isfinite(secs) or secs < 0:
+                return None, None
+            seconds += secs
     return steps, (seconds or None)
 
 
@@ -138,31 +214,32 @@ def load_run(path: str | Path) -> RunRecord:
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() or not (path / RESULTS_FILE).is_file():
         raise EastError(f"{path}: not a finished run (needs {CONFIG_FILE} and {RESULTS_FILE})")
-    cfg = _read_yaml(path / CONFIG_FILE)
-    info = _read_json(path / INFO_FILE) if (path / INFO_FILE).is_file() else {}
+    cfg = _validated(_RunConfig, _read_yaml(path / CONFIG_FILE), path / CONFIG_FILE)
+    info_path = path / INFO_FILE
+    info = _validated(_RunInfo, _read_json(info_path), info_path) if info_path.is_file() else None
+    info = info or _RunInfo()
     results = _read_json(path / RESULTS_FILE)
-    dataset_cfg = cfg.get("dataset") or {}
-    caches = [str(t["cache"]) for t in cfg.get("teachers") or [] if isinstance(t, dict)]
+    dataset_cfg = cfg.dataset or _DatasetPart()
+    caches = [t.cache for t in cfg.teachers or []]
     teacher = "+".join(teacher_name(c) for c in caches) if caches else NO_TEACHER
-    system = str(cfg.get("system", info.get("system", "unknown")))
+    system = cfg.system or info.system or "unknown"
     if system == "baseline":
         teacher = NO_TEACHER  # a baseline ignores any caches its config lists
-    student = str((cfg.get("student") or {}).get("name", info.get("student", "unknown")))
+    student = (cfg.student.name if cfg.student else None) or info.student or "unknown"
     evals = {}
     for extra in sorted(path.glob("eval_*.json")):
-        data = _read_json(extra)
-        evals[extra.stem[len("eval_") :]] = _metrics_of(data, prefix="")
+        evals[extra.stem[len("eval_") :]] = _metrics_of(_read_json(extra), extra, prefix="")
     steps, seconds = _training_time(path / METRICS_FILE)
     return RunRecord(
         path=path,
-        dataset=str(info.get("dataset") or dataset_cfg.get("name", "unknown")),
+        dataset=info.dataset or dataset_cfg.name or "unknown",
         student=student,
         system=system,
         teacher=teacher,
-        train_fraction=float(dataset_cfg.get("train_fraction", 1.0) or 1.0),
-        seed=int(cfg.get("seed", 0)),
-        task=info.get("task"),
-        metrics=_metrics_of(results),
+        train_fraction=dataset_cfg.train_fraction or 1.0,
+        seed=cfg.seed,
+        task=info.task,
+        metrics=_metrics_of(results, path / RESULTS_FILE),
         evals=evals,
         teacher_caches=caches,
         train_steps=steps,
