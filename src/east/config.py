@@ -21,9 +21,11 @@ the key or the file:
 
 * :func:`load_config` — YAML syntax, unknown keys (``extra="forbid"`` everywhere), wrong types,
   values out of range, system/teacher combinations (a ``kd`` run without ``teacher_lr_run``...);
-* :func:`check_resources` — things outside the file: every teacher cache exists, was made for
-  this dataset manifest (``manifest.hash`` against the cache attrs), and its embedding dim fits
-  (the declared ``dim`` and the ``teacher_lr`` run's probe).
+* :func:`check_resources` — things outside the file: every teacher cache (and the audio cache)
+  exists, was made for this dataset manifest (``manifest.hash`` against the cache attrs), is
+  complete and sound (:func:`east.cache_schema.validate`), and its embedding dim fits (the
+  declared ``dim`` and the ``teacher_lr`` run's probe). ``east.train.loop.check_run`` adds the
+  device, the student and the splits: what ``east train --check`` runs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from east.errors import ConfigError
 
@@ -57,7 +59,10 @@ SOFT_TARGET_SYSTEMS = frozenset({"kd", "east_kd"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    # no inf/nan anywhere: `lr: .inf` would pass `gt=0` and wreck a run
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class DatasetConfig(_Strict):
@@ -94,6 +99,13 @@ class LossConfig(_Strict):
     stages: Literal["final", "all"] | None = None
     stage_weights: list[float] | None = None  # overrides `stages`; normalised to sum 1
     align: Literal["repeat", "linear"] = "repeat"
+
+    @field_validator("stage_weights")
+    @classmethod
+    def _weights_usable(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or min(value) < 0 or sum(value) <= 0):
+            raise ValueError(f"need non-negative weights with a positive sum, got {value}")
+        return value
 
 
 class OptimizerConfig(_Strict):
@@ -139,12 +151,17 @@ class CropConfig(_Strict):
     * ``full`` — whole clips, zero-padded to the longest in the batch (the papers);
     * ``fixed`` — crop or pad every clip to ``seconds`` (training; eval keeps full clips unless
       ``eval_fixed`` is true).
+
+    Either way no clip longer than ``max_seconds`` reaches the student whole.
     """
 
     mode: Literal["full", "fixed"] = "full"
     seconds: float | None = Field(None, gt=0.0)
     position: Literal["start", "center", "random"] = "random"
     eval_fixed: bool = False
+    # the longest clip handled whole (memory): longer training clips are cut to a window of
+    # this length, longer evaluation clips are evaluated in windows and their logits averaged
+    max_seconds: float = Field(60.0, gt=0.0)
 
     @model_validator(mode="after")
     def _seconds_for_fixed(self) -> CropConfig:
@@ -166,7 +183,7 @@ class TeacherLRConfig(_Strict):
 class RunConfig(_Strict):
     name: str | None = None  # run directory name; default <system>_<student>_<teacher>_s<seed>
     system: Literal[SYSTEM_NAMES]  # type: ignore[valid-type]
-    seed: int = 1223
+    seed: int = Field(1223, ge=0)  # numpy's seeded generators take no negative seeds
     device: str = "auto"
     output_dir: Path = Path("runs")
     dataset: DatasetConfig
@@ -182,8 +199,20 @@ class RunConfig(_Strict):
     crop: CropConfig = CropConfig()
     teacher_lr: TeacherLRConfig = TeacherLRConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # the run directory is <output_dir>/<name>: a path would put it anywhere
+        if value is not None and (
+            not value.strip() or value in (".", "..") or any(c in value for c in "/\\\0")
+        ):
+            raise ValueError(f"{value!r} is not a folder name (no '/', not '..')")
+        return value
+
     @model_validator(mode="after")
     def _system_needs(self) -> RunConfig:
+        if self.teachers and sum(t.weight for t in self.teachers) <= 0:
+            raise ValueError("teachers: every teacher weight is 0; give one a positive weight")
         if self.system in EMBEDDING_SYSTEMS and not self.teachers:
             raise ValueError(f"teachers: system '{self.system}' needs at least one teacher cache")
         if self.system == "teacher_lr" and len(self.teachers) != 1:
@@ -311,7 +340,15 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}); a config is YAML text"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -324,48 +361,89 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 # -------------------------------------------------------------------- checks outside the file
 
 
-def check_resources(cfg: RunConfig, manifest: Any) -> list[Any]:
-    """Open every teacher cache and check it against the manifest and the config.
+def check_resources(cfg: RunConfig, manifest: Any, sample_rate: int | None = None) -> list[Any]:
+    """Open every teacher cache (and the audio cache) and check it against the manifest and the
+    config: made for this clip list, complete, and every done chunk sound
+    (:func:`east.cache_schema.validate`: missing, corrupt or changed chunks, NaN/Inf).
+    ``sample_rate``: the student's, which an audio cache must hold.
 
-    Returns the opened stores (same order as ``cfg.teachers``). Raises one-line ConfigErrors.
+    Returns the opened teacher stores (same order as ``cfg.teachers``). Raises one-line
+    ConfigErrors.
     """
-    from east.errors import CacheError
-
     stores = []
     for i, teacher in enumerate(cfg.teachers):
         key = f"teachers.{i}.cache"
-        if not Path(teacher.cache).exists():
-            raise ConfigError(f"{key}: {teacher.cache}: cache not found (run `east extract`)")
-        try:
-            from east.cache_schema import open_store
-
-            store = open_store(teacher.cache, mode="r")
-        except CacheError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
-        except Exception as exc:  # not a store at all (zarr raises various errors)
-            raise ConfigError(f"{key}: {teacher.cache}: not an embedding store ({exc})") from None
-        made_for = str(store.attrs.get("manifest_hash", ""))
-        if made_for != manifest.hash:
-            raise ConfigError(
-                f"{key}: {teacher.cache} was made for another clip list "
-                f"(dataset {store.attrs.get('dataset')!r}, manifest {made_for}) than "
-                f"{manifest.name} at {manifest.root} (manifest {manifest.hash})"
-            )
-        status = store.status
-        pending = int((status == 0).sum())
-        if pending:
-            raise ConfigError(
-                f"{key}: {teacher.cache}: {pending} of {store.num_clips} clips are not extracted "
-                "yet (re-run `east extract` to finish it)"
-            )
+        store = _open_checked(key, teacher.cache, "embeddings", manifest)
         if teacher.dim is not None and teacher.dim != store.dim:
             raise ConfigError(
                 f"teachers.{i}.dim: {teacher.dim} does not fit {teacher.cache} (dim {store.dim})"
             )
         stores.append(store)
+    if cfg.dataset.audio_cache is not None:
+        check_audio_cache(cfg, manifest, sample_rate)
     if cfg.system in SOFT_TARGET_SYSTEMS and cfg.teacher_lr_run is not None:
         _check_teacher_lr_run(cfg, manifest, stores)
     return stores
+
+
+def check_audio_cache(cfg: RunConfig, manifest: Any, sample_rate: int | None = None) -> Any:
+    """The ``dataset.audio_cache`` store, checked like a teacher cache (and for the rate)."""
+    path = cfg.dataset.audio_cache
+    assert path is not None
+    store = _open_checked("dataset.audio_cache", path, "audio", manifest)
+    if sample_rate is not None and store.sample_rate != sample_rate:
+        raise ConfigError(
+            f"dataset.audio_cache: {path}: audio stored at {store.sample_rate} Hz, the student "
+            f"needs {sample_rate} Hz (run `east cache audio --sr {sample_rate}`)"
+        )
+    return store
+
+
+def _open_checked(key: str, path: Path, kind: str, manifest: Any) -> Any:
+    """Open an east store of ``kind`` for training; one-line ConfigErrors naming ``key``."""
+    from east import cache_schema
+    from east.errors import CacheError
+
+    tool = "east extract" if kind == "embeddings" else "east cache audio"
+    if not Path(path).exists():
+        raise ConfigError(f"{key}: {path}: cache not found (run `{tool}`)")
+    opener = cache_schema.open_store if kind == "embeddings" else cache_schema.open_audio_store
+    try:
+        store = opener(path, mode="r")
+    except CacheError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    except Exception as exc:  # not a store at all (zarr raises various errors)
+        raise ConfigError(f"{key}: {path}: not an east {kind} store ({_first_line(exc)})") from None
+    made_for = str(store.attrs.get("manifest_hash", ""))
+    if made_for != manifest.hash or store.num_clips != len(manifest):
+        raise ConfigError(
+            f"{key}: {path} was made for another clip list "
+            f"(dataset {store.attrs.get('dataset')!r}, manifest {made_for}, {store.num_clips} "
+            f"clips) than {manifest.name} at {manifest.root} (manifest {manifest.hash}, "
+            f"{len(manifest)} clips)"
+        )
+    pending = int((store.status == 0).sum())
+    if pending:
+        verb = "extracted" if kind == "embeddings" else "decoded"
+        raise ConfigError(
+            f"{key}: {path}: {pending} of {store.num_clips} clips are not {verb} yet "
+            f"(re-run `{tool}` to finish it)"
+        )
+    report = cache_schema.validate(store, manifest, allow_failed=True)
+    if not report.ok:
+        more = (
+            f" (and {len(report.problems) - 1} more problems)" if len(report.problems) > 1 else ""
+        )
+        raise ConfigError(
+            f"{key}: {path}: {_first_line(report.problems[0])}{more}; east does not train on it "
+            f"(`east cache verify {path}` lists the problems, re-running `{tool}` repairs them)"
+        )
+    return store
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _check_teacher_lr_run(cfg: RunConfig, manifest: Any, stores: list[Any]) -> None:
@@ -379,7 +457,12 @@ def _check_teacher_lr_run(cfg: RunConfig, manifest: Any, stores: list[Any]) -> N
     import json
 
     info_path = run / "run_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"teacher_lr_run: {info_path}: unreadable ({_first_line(exc)})") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"teacher_lr_run: {info_path}: not a run_info mapping")
     if info.get("manifest_hash") not in (None, manifest.hash):
         raise ConfigError(f"teacher_lr_run: {run} was trained on another clip list")
     if info.get("num_classes") not in (None, manifest.num_classes):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from east.cli.common import console
+from east.cli.common import err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -33,9 +33,9 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a student (or the Teacher_LR probe) from audio plus cached teacher embeddings."""
-    from east.config import check_resources, load_config
+    from east.config import load_config
     from east.errors import ConfigError
-    from east.train.loop import load_dataset, train
+    from east.train.loop import check_run, train
 
     if resume is None and config is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
@@ -45,17 +45,23 @@ def train_command(
         run_dir = train(None, resume=resume, progress=not quiet)  # type: ignore[arg-type]
     else:
         cfg = load_config(config, set_)
-        if check:
-            manifest = load_dataset(cfg)
-            check_resources(cfg, manifest)
-            console.print(f"config ok: {cfg.run_name()} ({len(manifest)} clips)")
+        if check:  # the checks of a real run, before its first file is written
+            plan = check_run(cfg, out)
+            if plan.long_clips:
+                err_console.print(
+                    f"note: {plan.long_clips} clips are longer than crop.max_seconds "
+                    f"({cfg.crop.max_seconds:g} s); training uses a window of them",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            typer.echo(f"config ok: {cfg.run_name()} ({len(plan.manifest)} clips)")
             return
         run_dir = train(cfg, out_dir=out, progress=not quiet)
     import os
 
     results = run_dir / "test_results.json"
     if results.is_file() and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
-        console.print(f"run {run_dir}: {results.read_text()}")
+        typer.echo(f"run {run_dir}: {results.read_text()}")
 
 
 def eval_command(
@@ -85,8 +91,8 @@ def eval_command(
     )
     text = json.dumps(result, indent=2)
     if out is not None:
-        out.write_text(text)
-    console.print_json(text)
+        _write_text(out, text)
+    typer.echo(text)  # plain JSON: never wrapped or coloured on a pipe
 
 
 def predict_command(
@@ -105,7 +111,8 @@ def predict_command(
         return
     for item in results:
         labels = ", ".join(f"{x['label']} {x['probability']:.3f}" for x in item["labels"])
-        console.print(f"{item['file']}: {labels}", highlight=False)
+        # plain lines (no rich): never wrapped at 80 columns on a pipe, no markup in file names
+        typer.echo(f"{item['file']}: {labels}")
 
 
 def export_command(
@@ -118,4 +125,15 @@ def export_command(
     from east.train.loop import export_run
 
     path, diff = export_run(run_dir, fmt, out, seconds)
-    console.print(f"wrote {path} (max |difference| to the run's student: {diff:.2e})")
+    typer.echo(f"wrote {path} (max |difference| to the run's student: {diff:.2e})")
+
+
+def _write_text(path: Path, text: str) -> None:
+    from east.errors import EastError
+
+    if path.is_dir() or not path.parent.is_dir():
+        raise EastError(f"--out {path}: give a file in an existing folder")
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise EastError(f"--out {path}: cannot write ({exc.strerror or exc})") from None

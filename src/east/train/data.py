@@ -25,6 +25,15 @@ names one, else decoded with :func:`east.audio.load_audio` at the student's samp
   ``seconds``; the teacher frames are cut to the same window from their stored frame times (a
   clip-level teacher, T = 1, is kept as is). Evaluation keeps full clips unless ``eval_fixed``.
 
+**Long clips** (``crop.max_seconds``, default 60 s, bounds memory): a longer training clip is
+cut to one window of ``max_seconds`` (at ``position``) with its teacher frames; a longer
+evaluation clip is yielded as consecutive equal windows of at most ``max_seconds`` (same
+``row``), whose logits the evaluation averages (:func:`average_windows`).
+
+**Errors in workers**: a user-facing error (``EastError``: an unreadable clip or store chunk) in
+a DataLoader worker travels to the main process as an item and :func:`checked_batches` raises it there
+as one line (the DataLoader would turn it into a multi-line RuntimeError).
+
 **Teacher rescaling** (``teachers[i].rescale``): ``auto`` (default) — the reference normalises
 two teachers by fixed constants, read here from the store's ``attrs["teacher"]``: VGGish's 8-bit
 quantised PCA embedding ``(x − 128)/256`` and OpenL3 ``x − 2.24``; every other teacher is used
@@ -35,6 +44,7 @@ as stored. ``standardize`` — per-dimension mean/std over the training clips' v
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +56,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from east.config import CropConfig
+from east.errors import CacheError, EastError
 
 
 def teacher_rescale(teacher_name: str) -> tuple[float, float]:
@@ -214,7 +225,10 @@ class ClipStream(IterableDataset):
         rows = np.sort(rows)
         teacher_parts = []
         for i, (offset, scale) in enumerate(self._scales):
-            emb, num_frames, frame_times = self._read_rows(i, rows)
+            try:
+                emb, num_frames, frame_times = self._read_rows(i, rows)
+            except Exception as exc:  # a chunk damaged after the checks (zarr/zstd errors)
+                raise _unreadable(self.teachers[i].path, rows, exc) from None
             if np.any(np.asarray(offset) != 0.0) or np.any(np.asarray(scale) != 1.0):
                 emb = (emb - offset) / scale
             teacher_parts.append((emb, num_frames, frame_times))
@@ -259,8 +273,6 @@ class ClipStream(IterableDataset):
     def _read_audio(self, rows: np.ndarray) -> list[np.ndarray]:
         if self._audio is not None:
             if int(self._audio.sample_rate) != self.sample_rate:
-                from east.errors import CacheError
-
                 raise CacheError(
                     f"{self.audio_store}: audio stored at {self._audio.sample_rate} Hz, the "
                     f"student needs {self.sample_rate} Hz"
@@ -268,8 +280,11 @@ class ClipStream(IterableDataset):
             # rows of one store chunk: one contiguous slice, as for the embeddings
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             pick = rows - lo
-            audio = np.asarray(self._audio_arrays["audio"][lo:hi])[pick]
-            lengths = np.asarray(self._audio_arrays["num_samples"][lo:hi])[pick]
+            try:
+                audio = np.asarray(self._audio_arrays["audio"][lo:hi])[pick]
+                lengths = np.asarray(self._audio_arrays["num_samples"][lo:hi])[pick]
+            except Exception as exc:
+                raise _unreadable(self.audio_store, rows, exc) from None
             return [
                 clip[: int(n)].astype(np.float32) / 32768.0
                 for clip, n in zip(audio, lengths, strict=True)
@@ -283,20 +298,25 @@ class ClipStream(IterableDataset):
         if not fixed:
             return item
         length = round(self.crop.seconds * self.sample_rate)  # type: ignore[operator]
-        wave = item["wave"]
-        excess = len(wave) - length
+        return self._cut(item, self._window_start(len(item["wave"]), length, rng), length)
+
+    def _window_start(self, total: int, length: int, rng: np.random.Generator) -> int:
+        excess = total - length
+        if excess <= 0:
+            return 0
         position = self.crop.position if self.training else "center"
-        if excess > 0:
-            if position == "start":
-                begin = 0
-            elif position == "center":
-                begin = excess // 2
-            else:
-                begin = int(rng.integers(0, excess + 1))
-            wave = wave[begin : begin + length]
-        else:
-            begin = 0
-            wave = np.pad(wave, (0, -excess))
+        if position == "start":
+            return 0
+        if position == "center":
+            return excess // 2
+        return int(rng.integers(0, excess + 1))
+
+    def _cut(self, item: dict[str, Any], begin: int, length: int) -> dict[str, Any]:
+        """Samples ``[begin, begin + length)`` of a clip (zero-padded when shorter) and the
+        teacher frames whose centre falls in that window (times made relative to it)."""
+        wave = item["wave"][begin : begin + length]
+        if len(wave) < length:
+            wave = np.pad(wave, (0, length - len(wave)))
         t0, t1 = begin / self.sample_rate, (begin + length) / self.sample_rate
         teachers = []
         for emb, n, times in item["teachers"]:
@@ -311,7 +331,35 @@ class ClipStream(IterableDataset):
             teachers.append((emb[keep], int(keep.sum()), times[keep] - t0))
         return {**item, "wave": wave, "teachers": teachers}
 
+    def _pieces(self, item: dict[str, Any], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        """What the student sees of one clip: the fixed crop, or the whole clip, or — past
+        ``crop.max_seconds`` — one window (training) or consecutive equal windows (evaluation)."""
+        item = self._maybe_crop(item, rng)
+        limit = max(1, round(self.crop.max_seconds * self.sample_rate))
+        total = len(item["wave"])
+        if total <= limit:
+            yield item
+        elif self.training:
+            yield self._cut(item, self._window_start(total, limit, rng), limit)
+        else:
+            bounds = np.linspace(0, total, math.ceil(total / limit) + 1).round().astype(int)
+            for a, b in itertools.pairwise(bounds):
+                yield self._cut(item, int(a), int(b - a))
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if get_worker_info() is None:  # the main process: errors raise as they are
+            yield from self._iter_items()
+            return
+        try:
+            yield from self._iter_items()
+        except EastError as exc:  # to the main process as an item: see checked_batches()
+            # repeated until the loader stops: a lone item in a last, partial batch would be
+            # dropped (drop_last) and the broken clip skipped silently
+            error = {"east_error": str(exc)}
+            while True:
+                yield error
+
+    def _iter_items(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         blocks = self._rank_blocks()[worker::num_workers]
@@ -321,20 +369,60 @@ class ClipStream(IterableDataset):
             items = self._read_block(block)
             if not self.shuffle:
                 # keep the caller's row order inside a block (evaluation output order)
-                yield from (self._maybe_crop(it, rng) for it in items)
+                for it in items:
+                    yield from self._pieces(it, rng)
                 continue
             buffer.extend(items)
             while len(buffer) >= self.buffer_size:
                 j = int(rng.integers(len(buffer)))
                 buffer[j], buffer[-1] = buffer[-1], buffer[j]
-                yield self._maybe_crop(buffer.pop(), rng)
+                yield from self._pieces(buffer.pop(), rng)
         order = rng.permutation(len(buffer)) if self.shuffle else np.arange(len(buffer))
         for j in order:
-            yield self._maybe_crop(buffer[j], rng)
+            yield from self._pieces(buffer[j], rng)
+
+
+def _unreadable(path: Any, rows: np.ndarray, exc: Exception) -> CacheError:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return CacheError(
+        f"{path}: rows {int(rows[0])}-{int(rows[-1])} cannot be read ({detail}); "
+        f"`east cache verify {path}` checks the store"
+    )
+
+
+def checked_batches(loader: Any) -> Iterator[dict[str, Any]]:
+    """The loader's batches; raises the first user-facing error a worker met, as one line."""
+    for batch in loader:
+        if "east_error" in batch:
+            raise EastError(batch["east_error"])
+        yield batch
+
+
+def average_windows(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One logit vector per clip: the mean over a clip's windows (rows in first-seen order);
+    clips of one window are returned unchanged."""
+    unique, first, inverse = _first_seen(rows)
+    if len(unique) == len(rows):
+        return logits, rows
+    sums = torch.zeros(len(unique), logits.shape[1], dtype=logits.dtype)
+    sums.index_add_(0, inverse, logits)
+    counts = torch.bincount(inverse, minlength=len(unique)).to(logits.dtype)[:, None]
+    order = torch.argsort(first)
+    return (sums / counts)[order], unique[order]
+
+
+def _first_seen(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    first = torch.full((len(unique),), len(rows), dtype=torch.int64)
+    first.scatter_reduce_(0, inverse, torch.arange(len(rows)), reduce="amin")
+    return unique, first, inverse
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad waveforms to the longest clip and teacher sequences to the longest valid count."""
+    for it in items:
+        if "east_error" in it:
+            return it
     lengths = torch.tensor([len(it["wave"]) for it in items], dtype=torch.int64)
     wave = torch.zeros(len(items), int(lengths.max()))
     for i, it in enumerate(items):

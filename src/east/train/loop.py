@@ -16,6 +16,18 @@ Resume (``--resume RUN_DIR``) reloads ``last.pt`` and continues with the next ep
 mixup and dropout depend only on the seed, the epoch and the restored RNG states, so a resumed
 run on the CPU ends with the same metrics as an uninterrupted one.
 
+One writer: rank 0 holds the run directory's lock (``run.lock``, :class:`east.locking.WriterLock`)
+from before the first file is written until the run ends, so a second ``east train`` of the same
+run (or a ``--resume`` of it) is refused in one line naming the holder.
+
+Before the first step :func:`check_run` checks everything the run will use (``east train
+--check`` runs the same function): the device, the student, every cache's identity,
+completeness and values (``east.cache_schema.validate``), splits and batch sizes. A loss that
+becomes NaN/inf stops the run (exit 2) naming the epoch, step and clips; the last good
+``last.pt`` is kept. A write that fails (disk full) stops it with the path and leaves every
+file written before intact; ``--resume`` continues, and ``metrics.jsonl`` is trimmed to the
+checkpoint's epochs so no epoch appears twice.
+
 Multi-GPU: start the same entry point with ``torchrun --nproc_per_node N -m east train ...``;
 each rank streams its own share of the cache blocks (equal counts), gradients are averaged by
 DDP, rank 0 validates, logs and writes checkpoints and broadcasts the stop decision.
@@ -23,24 +35,32 @@ DDP, rank 0 validates, logs and writes checkpoints and broadcasts the stop decis
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import itertools
 import json
 import math
 import os
 import random
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from east.config import RunConfig, check_resources, load_config
-from east.errors import ConfigError
+from east.errors import ConfigError, EastError
 from east.train import metrics as metrics_mod
 from east.train.data import (
     ClipStream,
     TeacherSource,
+    average_windows,
+    checked_batches,
     make_loader,
     subsample_rows,
 )
@@ -49,6 +69,36 @@ from east.train.systems import LinearProbe, System, time_average
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
+RUN_LOCK = "run.lock"
+
+
+class WriteError(EastError):
+    """A run file could not be written (disk full, read-only folder); earlier files are intact."""
+
+    def __init__(self, path: Path, exc: BaseException) -> None:
+        self.path = path
+        cause = _os_error(exc)
+        reason = (cause.strerror if cause is not None else None) or _first_line(exc)
+        self.no_space = cause is not None and cause.errno == errno.ENOSPC
+        super().__init__(f"cannot write {path} ({reason})")
+
+
+class Diverged(EastError):
+    """The loss (or the student's output) became NaN/inf."""
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (torch.save raises a RuntimeError while cleaning up one)."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 # ------------------------------------------------------------------------------ small helpers
@@ -80,19 +130,122 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename: a kill never leaves half a file."""
+    """torch.save to a temporary file, fsync, then rename: a kill never leaves half a file,
+    and a failed write (disk full) leaves the previous file as it was (:class:`WriteError`)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
+
+
+def append_line(path: Path, line: str) -> None:
+    """One line appended in one write (a failed write is trimmed on resume)."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+
+
+def trim_metrics(path: Path, epochs: int) -> None:
+    """Keep the metrics lines of the checkpoint's ``epochs`` (a line written before a crash
+    or a failed checkpoint would otherwise appear twice after ``--resume``)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn last line
+            continue
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and epoch < epochs:
+            kept.append(line)
+    text = "".join(x + "\n" for x in kept)
+    if text != path.read_text():
+        atomic_write_text(path, text)
+
+
+def load_checkpoint(path: Path, weights_only: bool = True) -> dict[str, Any]:
+    """A checkpoint east wrote, or one ConfigError saying why it cannot be used."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # truncated zip, garbage, foreign pickle
+        reason = "unpickling failed" if isinstance(exc, pickle.UnpicklingError) else exc
+        raise ConfigError(
+            f"{path}: unreadable checkpoint ({_first_line(reason)[:120]}); it is truncated or "
+            "not a checkpoint written by east"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ConfigError(f"{path}: not a checkpoint written by east (no model weights in it)")
+    return state
+
+
+def load_weights(module: nn.Module, weights: dict[str, Any], path: Path, prefix: str = "") -> None:
+    """``module.load_state_dict`` with a one-line error when the weights do not fit."""
+    if prefix:
+        weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: its weights do not fit this run's {type(module).__name__} "
+            f"({_first_line(exc)[:160]})"
+        ) from None
+
+
+class RunInfo(BaseModel):
+    """What east reads back from ``run_info.json`` (more keys are kept, not checked)."""
+
+    model_config = ConfigDict(extra="allow")
+    task: Literal["multiclass", "multilabel"]
+    num_classes: int = Field(gt=0)
+    class_names: list[str]
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> RunInfo:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes}")
+        return self
+
+
+def read_run_info(path: Path) -> dict[str, Any]:
+    """``run_info.json`` as a dict, validated; one ConfigError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        RunInfo.model_validate(data)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ()))
+            reason = f"{where + ': ' if where else ''}{err.get('msg', 'invalid')}"
+        else:
+            reason = _first_line(exc)[:160]
+        raise ConfigError(f"{path}: not a valid run_info.json ({reason})") from None
+    return data
 
 
 class Distributed:
@@ -164,8 +317,8 @@ def build_student(cfg: RunConfig, num_classes: int) -> nn.Module:
         raise ConfigError(f"augment: student {cfg.student.name} has no log-mel front-end to mask")
     try:
         return create_student(cfg.student.name, num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"student.kwargs: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an unknown keyword or an impossible value
+        raise ConfigError(f"student.kwargs: {_first_line(exc)}") from None
 
 
 class Trainable(nn.Module):
@@ -201,10 +354,13 @@ def teacher_batches(batch: dict[str, Any], device: torch.device) -> list[Teacher
 
 def load_probe(run_dir: Path, device: torch.device) -> LinearProbe:
     """The Teacher_LR probe of a finished teacher_lr run (frozen)."""
-    state = torch.load(run_dir / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
-    weight = state["model"]["proj.weight"]
+    path = Path(run_dir) / CHECKPOINT_BEST
+    state = load_checkpoint(path)
+    weight = state["model"].get("proj.weight")
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise ConfigError(f"teacher_lr_run: {path} holds no Teacher_LR probe")
     probe = LinearProbe(int(weight.shape[1]), int(weight.shape[0]))
-    probe.load_state_dict(state["model"])
+    load_weights(probe, state["model"], path)
     return probe.to(device).eval()
 
 
@@ -270,6 +426,105 @@ def train_rows(cfg: RunConfig, manifest: Any) -> np.ndarray:
     return subsample_rows(rows, cfg.dataset.train_fraction, cfg.dataset.fraction_seed, labels)
 
 
+# ------------------------------------------------------------------------------ checks
+
+
+def check_device(requested: str) -> str:
+    """The device name a run uses; a one-line ConfigError when it is not usable here."""
+    from east.settings import best_device
+
+    name = best_device(requested)
+    try:
+        torch.empty(1, device=torch.device(name))
+    except Exception as exc:  # unknown type, no CUDA build, no such ordinal
+        raise ConfigError(
+            f"device: {requested!r} is not available here ({_first_line(exc)[:120]}); "
+            "use auto or cpu"
+        ) from None
+    return name
+
+
+@dataclass
+class RunPlan:
+    """What :func:`check_run` checked and built (on the CPU): the run then only trains."""
+
+    device: str
+    manifest: Any
+    stores: list[Any]
+    norms: list[tuple[Any, Any]]
+    student: nn.Module | None  # None for teacher_lr
+    system: System | None
+    long_clips: int  # clips longer than crop.max_seconds (from the caches' sample counts)
+
+
+def check_run(cfg: RunConfig, out_dir: Path | None = None, world_size: int = 1) -> RunPlan:
+    """Everything the run will use, checked before anything is written (what ``east train
+    --check`` runs): device, dataset, student and system, caches, splits, output folder."""
+    device = check_device(cfg.device)
+    manifest = load_dataset(cfg)
+    student = build_student(cfg, manifest.num_classes) if cfg.system != "teacher_lr" else None
+    rate = int(student.sample_rate) if student is not None else None
+    stores = check_resources(cfg, manifest, sample_rate=rate)
+    audio = None
+    if cfg.dataset.audio_cache is not None:  # checked by check_resources: its failed clips
+        from east.cache_schema import open_audio_store
+
+        audio = open_audio_store(cfg.dataset.audio_cache)
+    mark_failed_clips(manifest, [*stores, *([audio] if audio is not None else [])])
+    _check_splits(cfg, manifest, world_size)
+    system = None
+    if student is not None:
+        taps = list(student.feature_dims)
+        weights = cfg.loss.stage_weights
+        if weights is not None and len(weights) != len(taps):
+            raise ConfigError(
+                f"loss.stage_weights: {len(weights)} weights for the {len(taps)} taps of "
+                f"{cfg.student.name}; give {len(taps)}"
+            )
+        probe = load_probe(cfg.teacher_lr_run, torch.device("cpu")) if cfg.teacher_lr_run else None
+        if probe is not None and stores and probe.dim != int(stores[0].dim):
+            raise ConfigError(
+                f"teacher_lr_run: its probe takes {probe.dim}-dim embeddings, "
+                f"{cfg.teachers[0].cache} holds {stores[0].dim}"
+            )
+        dims = [int(s.dim) for s in stores]
+        system = System(cfg, taps, dims, manifest.num_classes, manifest.multilabel, probe)
+    _check_output_dir(out_dir or cfg.output_dir)
+    norms = teacher_norms(cfg, manifest, stores)
+    return RunPlan(device, manifest, stores, norms, student, system, _long_clips(cfg, stores))
+
+
+def _check_splits(cfg: RunConfig, manifest: Any, world_size: int) -> None:
+    for split in ("valid", "test"):
+        if len(split_rows(manifest, split)) == 0:
+            raise ConfigError(
+                f"dataset: {manifest.name} at {manifest.root} has no usable '{split}' clips "
+                "(dataset.options decide the split)"
+            )
+    share = len(train_rows(cfg, manifest)) // max(world_size, 1)
+    if cfg.system != "teacher_lr" and share < cfg.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} is more than the {share} training clips "
+            f"{'per rank ' if world_size > 1 else ''}(not one full batch); lower it"
+        )
+
+
+def _check_output_dir(folder: Path) -> None:
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir: {folder}: cannot create the run there ({existing})")
+
+
+def _long_clips(cfg: RunConfig, stores: list[Any]) -> int:
+    if not stores:
+        return 0
+    store = stores[0]
+    seconds = np.asarray(store.array("num_samples")[:]) / max(int(store.sample_rate), 1)
+    return int((seconds[store.done] > cfg.crop.max_seconds).sum())
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -281,44 +536,91 @@ def evaluate(
     manifest: Any,
     amp: bool = False,
     with_loss: bool = True,
+    where: str = "evaluation",
 ) -> dict[str, float]:
-    """Mean validation loss (the system's total, no augmentation) and the task's metrics."""
+    """Mean validation loss (the system's total, no augmentation) and the task's metrics; the
+    logits of a long clip's windows are averaged (``crop.max_seconds``)."""
     model.eval()
     metric = metrics_mod.create_metric(manifest.multilabel, manifest.num_classes)
     total, count = 0.0, 0
-    for batch in loader:
+    logits_all, rows_all = [], []
+    for batch in checked_batches(loader):
         wave = batch["wave"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         mask = batch["mask"].to(device) if batch["mask"] is not None else None
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             if with_loss:
                 output, losses = model(wave, target, mask, teacher_batches(batch, device))
-                total += float(losses["total"]) * len(wave)
+                loss = float(losses["total"])
+                if not math.isfinite(loss):
+                    raise Diverged(
+                        f"{where}: the loss is not finite ({loss}) {_clips(manifest, batch)}"
+                    )
+                total += loss * len(wave)
             else:
                 output = model.student(wave)
         count += len(wave)
-        metric.update(output.logits.float(), batch["target"], batch["mask"])
+        logits_all.append(output.logits.float().cpu())
+        rows_all.append(batch["rows"])
+    logits, rows = average_windows(torch.cat(logits_all), torch.cat(rows_all))
+    if not bool(torch.isfinite(logits).all()):
+        bad = rows[~torch.isfinite(logits).all(dim=1)]
+        raise Diverged(f"{where}: the student's outputs are not finite {_clips(manifest, bad)}")
+    picked = rows.numpy()
+    if manifest.multilabel:
+        target = torch.from_numpy(manifest.targets[picked].astype(np.float32))
+        mask = torch.from_numpy(manifest.known_mask()[picked].astype(bool))
+    else:
+        target, mask = torch.from_numpy(manifest.targets[picked].astype(np.int64)), None
+    metric.update(logits, target, mask)
     out = {f"val_{k}": v for k, v in metric.compute().items()}
     if with_loss:
         out["val_loss"] = total / max(count, 1)
     return out
 
 
+def _clips(manifest: Any, batch: dict[str, Any] | torch.Tensor) -> str:
+    """'on clips A, B (rows 3, 9)': the clips of a batch, for an error line."""
+    rows = batch["rows"] if isinstance(batch, dict) else batch
+    rows = sorted({int(r) for r in rows})
+    ids = [str(manifest.clip_ids[r]) for r in rows[:5]]
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"on clips {', '.join(ids)}{more} (rows {', '.join(map(str, rows[:5]))}{more})"
+
+
 # ------------------------------------------------------------------------------ the run
 
 
-def prepare_run_dir(cfg: RunConfig, out_dir: Path | None, resume: Path | None) -> Path:
-    if resume is not None:
-        if not (resume / CHECKPOINT_LAST).is_file():
-            raise ConfigError(f"--resume {resume}: no {CHECKPOINT_LAST} there")
-        return resume
-    run_dir = (out_dir or cfg.output_dir) / cfg.run_name()
-    if (run_dir / CHECKPOINT_LAST).exists():
+def prepare_run_dir(
+    cfg: RunConfig, out_dir: Path | None, resume: Path | None, locks: contextlib.ExitStack
+) -> Path:
+    """The run directory, locked for this process (``run.lock``) until ``locks`` closes.
+
+    The existing-run check comes after the lock: a run that another ``east train`` finished
+    meanwhile is seen, never overwritten."""
+    from east.locking import WriterLock
+
+    run_dir = resume if resume is not None else (out_dir or cfg.output_dir) / cfg.run_name()
+    if resume is not None and not run_dir.is_dir():
+        raise ConfigError(f"--resume {resume}: not a run directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot create the run directory ({exc.strerror})") from None
+    locks.enter_context(WriterLock(run_dir / RUN_LOCK, f"run directory {run_dir}"))
+    if resume is not None and not (resume / CHECKPOINT_LAST).is_file():
+        raise ConfigError(f"--resume {resume}: no {CHECKPOINT_LAST} there")
+    if resume is None and (run_dir / CHECKPOINT_LAST).exists():
         raise ConfigError(
             f"{run_dir}: a run already exists there; use --resume {run_dir} or another name"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+class _RunScope(contextlib.ExitStack):
+    """What a run holds until it ends (its lock), and its directory once known."""
+
+    run_dir: Path | None = None
 
 
 def train(
@@ -328,25 +630,87 @@ def train(
     resume: Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train (or resume) one run; returns its directory."""
+    """Train (or resume) one run; returns its directory. A failed write (disk full) becomes
+    one line naming the path and how to continue."""
+    scope = _RunScope()
+    previous_hook = threading.excepthook
+    threading.excepthook = _quiet_tensorboard_thread(previous_hook)
+    try:
+        with scope:
+            return _train(cfg, out_dir=out_dir, resume=resume, progress=progress, scope=scope)
+    except (WriteError, OSError) as exc:
+        if isinstance(exc, WriteError):
+            what, full = str(exc), exc.no_space
+        else:  # metrics/TensorBoard files, or reading one
+            what = f"cannot write {exc.filename or scope.run_dir} ({exc.strerror or exc})"
+            full = exc.errno == errno.ENOSPC
+        if scope.run_dir is None:
+            raise EastError(what) from None
+        raise EastError(
+            f"{what}; {'free space, ' if full else ''}the files written before are intact: "
+            f"continue with `east train --resume {scope.run_dir}`"
+        ) from None
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _quiet_tensorboard_thread(previous: Any) -> Any:
+    """TensorBoard's writer thread re-raises an I/O error in the main thread at the next write;
+    its own copy would print a second (traceback) report."""
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(
+            args.exc_value, OSError
+        ):
+            return
+        previous(args)
+
+    return hook
+
+
+def _train(
+    cfg: RunConfig,
+    *,
+    out_dir: Path | None,
+    resume: Path | None,
+    progress: bool,
+    scope: _RunScope,
+) -> Path:
     if resume is not None:
         cfg = load_config(Path(resume) / "config.yaml")
-    from east.settings import best_device
-
-    device_name = best_device(cfg.device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    # seeded before check_run builds the student: its initial weights depend on the seed only
+    seed_everything(cfg.seed + int(os.environ.get("RANK", "0")))
+    plan = check_run(cfg, out_dir if resume is None else None, world_size)
+    device_name = plan.device
     dist = Distributed(device_name)
     if dist.enabled and device_name == "cuda":
         device_name = f"cuda:{dist.local_rank}"
         torch.cuda.set_device(dist.local_rank)
     device = torch.device(device_name)
-    seed_everything(cfg.seed + dist.rank)
 
-    manifest = load_dataset(cfg)
-    stores = check_resources(cfg, manifest)
-    mark_failed_clips(manifest, stores)
-    norms = teacher_norms(cfg, manifest, stores)
-    run_dir = prepare_run_dir(cfg, out_dir, resume) if dist.main else Path()
-    run_dir = Path(dist.broadcast(str(run_dir)))
+    manifest, stores, norms = plan.manifest, plan.stores, plan.norms
+    problem: EastError | None = None
+    run_dir = Path()
+    if dist.main:
+        try:
+            run_dir = prepare_run_dir(cfg, out_dir, resume, scope)
+        except EastError as exc:
+            problem = exc
+    # every rank learns the run directory, or the one-line reason rank 0 refused it
+    run_text, refused = dist.broadcast((str(run_dir), str(problem or "")))
+    if problem is not None:
+        raise problem
+    if refused:
+        raise EastError(refused)
+    run_dir = Path(run_text)
+    scope.run_dir = run_dir
+    if dist.main and plan.long_clips:
+        _note(
+            f"note: {plan.long_clips} clips are longer than crop.max_seconds "
+            f"({cfg.crop.max_seconds:g} s): training uses a window of them, evaluation "
+            "averages the logits of their windows"
+        )
     teacher_dims = [int(s.dim) for s in stores]
     if dist.main and resume is None:
         import yaml
@@ -361,21 +725,8 @@ def train(
         dist.close()
         return run_dir
 
-    student = build_student(cfg, manifest.num_classes)
-    probe = load_probe(cfg.teacher_lr_run, device) if cfg.teacher_lr_run else None
-    if probe is not None and teacher_dims and probe.dim != teacher_dims[0]:
-        raise ConfigError(
-            f"teacher_lr_run: its probe takes {probe.dim}-dim embeddings, "
-            f"{cfg.teachers[0].cache} holds {teacher_dims[0]}"
-        )
-    system = System(
-        cfg,
-        list(student.feature_dims),
-        teacher_dims,
-        manifest.num_classes,
-        manifest.multilabel,
-        probe,
-    )
+    student, system = plan.student, plan.system
+    assert student is not None and system is not None
     model = Trainable(student, system).to(device)
     if dist.main:
         write_run_info(run_dir, cfg, manifest, teacher_dims, student)
@@ -409,13 +760,19 @@ def train(
         "best_stop": math.inf if cfg.early_stopping.monitor == "val_loss" else -math.inf,
     }
     if resume is not None:
-        ckpt = torch.load(run_dir / CHECKPOINT_LAST, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = ckpt["state"]
-        set_rng_state(ckpt["rng"])
+        last = run_dir / CHECKPOINT_LAST
+        ckpt = load_checkpoint(last, weights_only=False)
+        load_weights(model, ckpt["model"], last)
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            state = dict(ckpt["state"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{last}: not a resumable checkpoint ({_first_line(exc)})") from None
+    if dist.main:  # lines past the checkpoint (a crash, a failed write) would repeat
+        trim_metrics(run_dir / "metrics.jsonl", int(state["epoch"]))
 
     ddp_model: nn.Module = model
     if dist.enabled:
@@ -469,7 +826,7 @@ def train(
         batches = 0
         bar.start(f"epoch {epoch}", len(train_stream) // cfg.train.batch_size)
         t_wait = time.perf_counter()
-        for batch in loader:
+        for batch in checked_batches(loader):
             wait += time.perf_counter() - t_wait
             wave = batch["wave"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
@@ -490,6 +847,8 @@ def train(
                 )
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 _, losses = ddp_model(wave, target, mask, teachers)
+            if not _all_finite(losses["loss"], dist):
+                raise Diverged(_diverged(cfg, manifest, batch, losses, epoch, state, run_dir))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             if cfg.train.grad_clip is not None:
@@ -514,7 +873,9 @@ def train(
         # validation, scheduling, early stopping and checkpoints: rank 0 decides
         record: dict[str, Any] = {}
         if dist.main:
-            val = evaluate(model, val_loader, device, manifest, amp=use_amp)
+            val = evaluate(
+                model, val_loader, device, manifest, amp=use_amp, where=f"epoch {epoch} validation"
+            )
             monitor = val["val_loss"] if cfg.scheduler.monitor == "val_loss" else val[metric_name]
             scheduler.step(monitor)
             improved = val[metric_name] > state["best"]
@@ -550,8 +911,7 @@ def train(
                 "seconds": round(seconds, 3),
                 "data_wait_fraction": round(wait / seconds, 4) if seconds > 0 else 0.0,
             }
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(run_dir / "metrics.jsonl", json.dumps(record))
             assert writer is not None
             for k, v in record.items():
                 if k not in ("epoch", "step") and isinstance(v, float):
@@ -589,6 +949,45 @@ def train(
     dist.barrier()
     dist.close()
     return run_dir
+
+
+def _all_finite(loss: torch.Tensor, dist: Distributed) -> bool:
+    """Whether the loss is finite on every rank (all ranks stop together)."""
+    bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach())) else 1.0, device=loss.device)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(bad, op=tdist.ReduceOp.MAX)
+    return float(bad) == 0.0
+
+
+def _diverged(
+    cfg: RunConfig,
+    manifest: Any,
+    batch: dict[str, Any],
+    losses: dict[str, torch.Tensor],
+    epoch: int,
+    state: dict[str, Any],
+    run_dir: Path,
+) -> str:
+    parts = ", ".join(f"{k} {float(v.detach()):g}" for k, v in losses.items())
+    last = run_dir / CHECKPOINT_LAST
+    kept = (
+        f"{last} (after epoch {int(state['epoch']) - 1}) is kept"
+        if last.is_file() and int(state["epoch"]) > 0
+        else "no checkpoint was written yet"
+    )
+    return (
+        f"epoch {epoch} step {int(state['step']) + 1}: the training loss is not finite ({parts}) "
+        f"{_clips(manifest, batch)}; stopped, {kept}; check those clips or lower optimizer.lr "
+        f"(now {cfg.optimizer.lr:g})"
+    )
+
+
+def _note(text: str) -> None:
+    from east.cli.common import err_console
+
+    err_console.print(text, highlight=False, soft_wrap=True)
 
 
 def _mixup(
@@ -657,8 +1056,11 @@ def test_best(
     norms: list[tuple[Any, Any]],
 ) -> dict[str, Any]:
     """Evaluate best.pt on the test split → test_results.json."""
-    state = torch.load(run_dir / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    best = run_dir / CHECKPOINT_BEST
+    if not best.is_file():
+        raise Diverged(f"{run_dir}: no epoch gave a usable model (no {CHECKPOINT_BEST})")
+    state = load_checkpoint(best)
+    load_weights(model, state["model"], best)
     stream = make_stream(
         cfg,
         manifest,
@@ -674,7 +1076,7 @@ def test_best(
         device.type == "cuda",
         drop_last=False,
     )
-    result = evaluate(model, loader, device, manifest, amp=amp)
+    result = evaluate(model, loader, device, manifest, amp=amp, where="test")
     out = {
         "split": "test",
         "clips": len(split_rows(manifest, "test")),
@@ -871,15 +1273,12 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[RunConfig, dict[str, A
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir}: not a run directory (no {name})")
     cfg = load_config(run_dir / "config.yaml")
-    info = json.loads((run_dir / "run_info.json").read_text())
+    info = read_run_info(run_dir / "run_info.json")
     if cfg.system == "teacher_lr":
         raise ConfigError(f"{run_dir}: a teacher_lr run has no student (it probes embeddings)")
     student = build_student(cfg, int(info["num_classes"]))
-    state = torch.load(run_dir / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
-    prefix = "student."
-    student.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    )
+    best = run_dir / CHECKPOINT_BEST
+    load_weights(student, load_checkpoint(best)["model"], best, prefix="student.")
     return cfg, info, student.to(device).eval()
 
 
@@ -920,9 +1319,8 @@ def evaluate_run(
     a label map (paper 2's generalizability test: MTAT-trained students on the instrument
     labels shared with OpenMIC). Only audio is read; no teacher caches are needed."""
     from east.datasets import load_manifest
-    from east.settings import best_device
 
-    dev = torch.device(best_device(device))
+    dev = torch.device(check_device(device))
     cfg, info, student = load_run(run_dir, str(dev))
     if dataset is None:
         manifest = (
@@ -970,12 +1368,16 @@ def evaluate_run(
     )
     logits_all, rows_all = [], []
     with torch.no_grad():
-        for batch in loader:
+        for batch in checked_batches(loader):
             out = student(batch["wave"].to(dev))
             logits_all.append(out.logits.float().cpu())
             rows_all.append(batch["rows"])
-    logits = torch.cat(logits_all).numpy()
-    order = torch.cat(rows_all).numpy()
+    # a long clip came as windows (crop.max_seconds): one averaged logit vector per clip
+    averaged, picked = average_windows(torch.cat(logits_all), torch.cat(rows_all))
+    if not bool(torch.isfinite(averaged).all()):
+        bad = picked[~torch.isfinite(averaged).all(dim=1)]
+        raise Diverged(f"eval: the student's outputs are not finite {_clips(manifest, bad)}")
+    logits, order = averaged.numpy(), picked.numpy()
     mapped = label_map is not None
     if manifest.multilabel or mapped:
         targets = manifest.multi_hot()[order][:, dst_cols]
@@ -1019,6 +1421,12 @@ def export_run(
 ) -> tuple[Path, float]:
     """Write a standalone model (TorchScript or ONNX) and check that its outputs equal the
     run's student on a test input; returns (path, max |difference|)."""
+    if fmt not in ("torchscript", "onnx"):
+        raise ConfigError(f"--format {fmt}: use torchscript or onnx")
+    if seconds is not None and not 0 < seconds <= 600:
+        raise ConfigError(f"--seconds {seconds:g}: give a test input length in (0, 600] seconds")
+    if out is not None:
+        _check_out(Path(out))
     cfg, info, student = load_run(run_dir, "cpu")
     model = ExportWrapper(student).eval()
     sr = int(student.sample_rate)
@@ -1031,7 +1439,7 @@ def export_run(
         path = out or run_dir / "model.ts"
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-        traced.save(str(path))
+        _write_model(path, lambda p: traced.save(str(p)))
         loaded = torch.jit.load(str(path))
         with torch.no_grad():
             got = loaded(example)
@@ -1040,16 +1448,21 @@ def export_run(
         path = out or run_dir / "model.onnx"
         _use_conv_stft(student)
         try:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=["waveform"],
-                output_names=["logits"],
-                dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
-                dynamo=False,
-                opset_version=17,
+            _write_model(
+                path,
+                lambda p: torch.onnx.export(
+                    model,
+                    (example,),
+                    str(p),
+                    input_names=["waveform"],
+                    output_names=["logits"],
+                    dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
+                    dynamo=False,
+                    opset_version=17,
+                ),
             )
+        except WriteError:
+            raise
         except Exception as exc:  # an op without an ONNX form
             raise ConfigError(f"onnx export of {cfg.student.name} failed: {exc}") from None
         diff = _onnx_difference(path, example, expected)
@@ -1065,6 +1478,27 @@ def export_run(
     }
     atomic_write_text(Path(str(path) + ".json"), json.dumps(meta, indent=2))
     return Path(path), diff
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the model's file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist (create it first)")
+
+
+def _write_model(path: Path, write: Any) -> None:
+    """``write(tmp)`` then rename: a failed export leaves no half file at ``path``."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _use_conv_stft(student: nn.Module) -> None:
@@ -1117,18 +1551,22 @@ def _onnx_difference(path: Path, example: torch.Tensor, expected: torch.Tensor) 
 def predict_files(
     run_dir: Path, files: list[Path], top_k: int = 5, device: str = "auto"
 ) -> list[dict[str, Any]]:
-    """Labels with probabilities for audio files (sigmoid multi-label, softmax single-label)."""
+    """Labels with probabilities for audio files (sigmoid multi-label, softmax single-label);
+    a file longer than the run's ``crop.max_seconds`` is scored in windows whose logits are
+    averaged, so memory stays bounded."""
     from east.audio import load_audio
-    from east.settings import best_device
+    from east.errors import AudioError
 
-    dev = torch.device(best_device(device))
-    _cfg, info, student = load_run(run_dir, str(dev))
+    dev = torch.device(check_device(device))
+    cfg, info, student = load_run(run_dir, str(dev))
     names = info["class_names"]
+    limit = max(1, round(cfg.crop.max_seconds * int(student.sample_rate)))
     out = []
     for f in files:
         wave = load_audio(f, sr=int(student.sample_rate))
-        with torch.no_grad():
-            logits = student(torch.from_numpy(wave)[None].to(dev)).logits.float().cpu()[0]
+        logits = _windowed_logits(student, wave, limit, dev)
+        if not bool(torch.isfinite(logits).all()):
+            raise AudioError(f, "the student's output is not finite (absurd sample values?)")
         probs = torch.sigmoid(logits) if info["task"] == "multilabel" else torch.softmax(logits, 0)
         order = torch.argsort(probs, descending=True)[: max(1, top_k)]
         out.append(
@@ -1138,3 +1576,20 @@ def predict_files(
             }
         )
     return out
+
+
+@torch.no_grad()
+def _windowed_logits(
+    student: nn.Module, wave: np.ndarray, limit: int, device: torch.device
+) -> torch.Tensor:
+    """(K,) logits of a clip: the mean over consecutive equal windows of at most ``limit``
+    samples (the same windows as evaluation uses)."""
+    pieces = max(1, math.ceil(len(wave) / limit))
+    bounds = np.linspace(0, len(wave), pieces + 1).round().astype(int)
+    total = None
+    for a, b in itertools.pairwise(bounds):
+        x = torch.from_numpy(np.ascontiguousarray(wave[a:b]))[None].to(device)
+        logits = student(x).logits.float().cpu()[0]
+        total = logits if total is None else total + logits
+    assert total is not None
+    return total / pieces
