@@ -11,7 +11,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from east.audio import audio_info, crop_or_pad, load_audio
+from east.audio import MAX_PEAK, audio_info, crop_or_pad, load_audio, quiet_native_stderr
 from east.errors import AudioError, EastError
 
 
@@ -186,6 +186,43 @@ def test_offset_past_end(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.wav", _sine(440, 1.0, 8000), 8000)
     with pytest.raises(AudioError, match="past the end"):
         load_audio(path, offset=1.5)
+
+
+def test_peak_limit(tmp_path: Path) -> None:
+    """Float files up to MAX_PEAK decode; beyond it (integer-scale floats) they are refused."""
+    x = _sine(440, 0.5, 8000)
+    ok = _write(tmp_path / "loud.wav", x * 2 * MAX_PEAK * 0.99, 8000, subtype="FLOAT")
+    assert np.abs(load_audio(ok)).max() == pytest.approx(MAX_PEAK * 0.99, rel=1e-3)
+    scaled = _write(tmp_path / "int_scale.wav", x * 65536, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="far outside full scale"):
+        load_audio(scaled, 16000)
+
+
+def test_quiet_native_stderr_restores_fd2_across_threads() -> None:
+    import os
+    import threading
+    import time
+
+    def ident(fd: int) -> tuple[int, int, int]:
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino, st.st_rdev
+
+    before, devnull = ident(2), os.stat(os.devnull).st_rdev
+    inside: list[int] = []
+
+    def work(k: int) -> None:
+        for _ in range(20):
+            with quiet_native_stderr():
+                inside.append(ident(2)[2])
+                time.sleep(0.0001 * (k % 3))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(inside) == {devnull}
+    assert ident(2) == before
 
 
 # ---------------------------------------------------------------- crop_or_pad

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_esc50_official_folds(fixture_root: Path) -> None:
     assert m2.split_counts() == {"train": 12, "valid": 4, "test": 4}
     with pytest.raises(DatasetError, match="both"):
         load_manifest("esc50", root, test_fold=2, valid_fold=2)
-    with pytest.raises(DatasetError, match="split must be"):
+    with pytest.raises(DatasetError, match="option split='random'"):
         load_manifest("esc50", root, split="random")
 
 
@@ -296,6 +297,44 @@ def test_bad_root_names_missing_file(tmp_path: Path, name: str, missing: str) ->
 def test_unknown_option(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown option"):
         load_manifest("esc50", tmp_path, tset_fold=1)
+
+
+def test_option_values_are_typed(fixture_root: Path) -> None:
+    """Options as a config file gives them (Python values, not CLI text) are checked too."""
+    root = layouts.make_esc50(fixture_root / "esc50_typed", clips_per_class=2, num_classes=2)
+    for options, fragment in (
+        ({"seed": "3"}, "seed='3'"),  # strict: a quoted number in YAML is text, not a seed
+        ({"seed": -1}, "an integer >= 0"),
+        ({"valid_fraction": 1.0}, "[0, 1)"),
+        ({"valid_fold": 6}, "1..5 or null"),
+        ({"on_missing": None}, "one of drop, keep, error"),
+    ):
+        with pytest.raises(DatasetError, match=re.escape(fragment)):
+            load_manifest("esc50", root, **options)
+    m = load_manifest("esc50", root, valid_fraction=0, test_fraction=0.5, split="stratified")
+    assert set(m.split_counts()) == {"train", "test"}  # an int where a float is expected
+
+
+def test_text_option_takes_a_number(tmp_path: Path) -> None:
+    root = layouts.make_folder(tmp_path / "f", classes=("a", "b"), clips_per_class=2)
+    (root / "labels.csv").rename(root / "2024")
+    opts = parse_options(["csv=2024"])
+    assert opts == {"csv": 2024}  # YAML reads a number; the text option takes it as a name
+    assert len(load_manifest("folder", root, **opts)) == 4
+
+
+def test_csv_defects_name_their_line(tmp_path: Path) -> None:
+    """Line numbers count file lines, also past FMA's quoted multi-line fields."""
+    root = layouts.make_fma_small(tmp_path / "fma", clips_per_genre=1, genres=("Pop",))
+    path = root / "fma_metadata" / "tracks.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert all(r[7].count("\n") == 1 for r in rows[3:])  # every record spans two lines
+    rows[5] = rows[5][:3]  # the third track: lines 1-3 headers, then 4-5, 6-7, 8
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(DatasetError, match=r"tracks.csv line 8: short row"):
+        load_manifest("fma_small", root)
 
 
 # ---------------------------------------------------------------- splits and check

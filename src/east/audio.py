@@ -1,8 +1,10 @@
 """Audio decoding: any file soundfile reads (WAV, FLAC, Ogg/Vorbis, MP3) to float32 mono.
 
 Every problem with a file becomes an :class:`east.errors.AudioError` that names the file and
-the reason (missing, empty, not audio, truncated or corrupt, non-finite samples, too short),
-so that callers never see a raw libsndfile or soxr traceback. Silent audio is valid.
+the reason (missing, empty, not audio, truncated or corrupt, non-finite or absurdly large
+samples, too short), so that callers never see a raw libsndfile or soxr traceback, and the
+C decoders' own warnings (libmpg123 writes them to file descriptor 2) never reach the
+terminal beside east's one line. Silent audio is valid.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +35,67 @@ _WAV_SHORT = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 # promised: allow a few MPEG frames (1152 samples each) or 2 % of the length.
 _MP3_SLACK_FRAMES = 4 * 1152
 _MP3_SLACK_FRACTION = 0.02
+# Full scale is ±1. Lossy decoders overshoot it a little and float files may hold a few times
+# it, but no recording reaches 64 (+36 dB): beyond that the file is corrupt or a float file
+# written in integer scale (±32768), and training on it would diverge.
+MAX_PEAK = 64.0
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0  # threads inside quiet_native_stderr()
+_quiet_saved: int | None = None  # the real fd 2 while redirected
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send what C code writes to file descriptor 2 to /dev/null while the block runs.
+
+    libmpg123 prints warnings such as "Xing stream size off by more than 1%" straight to
+    fd 2; every problem becomes an AudioError anyway. Nesting and threads are counted: the
+    first one in redirects, the last one out restores, so a thread pool of decoders never
+    leaves fd 2 pointing at /dev/null. While any decoder runs, other threads' stderr output is
+    discarded too (Python's own ``sys.stderr`` is flushed first).
+    """
+    global _quiet_depth, _quiet_saved
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved = _redirect_fd2()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth = max(0, _quiet_depth - 1)  # 0 in a child forked inside a block
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                os.dup2(_quiet_saved, 2)
+                os.close(_quiet_saved)
+                _quiet_saved = None
+
+
+def _reset_after_fork() -> None:
+    # a forked child has none of the parent's decoding threads: give it its real fd 2 back
+    global _quiet_lock, _quiet_depth, _quiet_saved
+    _quiet_lock = threading.Lock()
+    if _quiet_saved is not None:
+        os.dup2(_quiet_saved, 2)
+        os.close(_quiet_saved)
+    _quiet_depth, _quiet_saved = 0, None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _redirect_fd2() -> int | None:
+    """Point fd 2 at /dev/null; return a copy of the old one (``None`` if fd 2 is closed)."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        return None
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    return saved
 
 
 def _check_file(path: Path) -> None:
@@ -86,7 +153,7 @@ def _declared_frames(handle: sf.SoundFile, path: Path) -> int:
 def audio_info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """``(sample_rate, num_frames, channels)`` from the file header, without decoding."""
     path = Path(path)
-    with _open(path) as handle:
+    with quiet_native_stderr(), _open(path) as handle:
         frames = _declared_frames(handle, path)
         return int(handle.samplerate), frames, int(handle.channels)
 
@@ -111,14 +178,47 @@ def load_audio(
         min_duration: seconds the decoded segment must last at least.
 
     Raises:
-        AudioError: missing, empty, not audio, truncated or corrupt file, non-finite samples,
-            offset past the end, or a segment shorter than ``min_duration``.
+        AudioError: missing, empty, not audio, truncated or corrupt file, non-finite samples
+            or samples beyond :data:`MAX_PEAK`, offset past the end, or a segment shorter
+            than ``min_duration``.
     """
     path = Path(path)
     if offset < 0 or (duration is not None and duration < 0):
         raise ValueError("offset and duration must be non-negative")
     if sr is not None and sr <= 0:
         raise ValueError(f"sample rate must be positive, got {sr}")
+    with quiet_native_stderr():
+        data, native_sr = _decode(path, offset, duration)
+    _check_samples(path, data)
+    seconds = len(data) / native_sr
+    if seconds < min_duration:
+        raise AudioError(path, f"too short: {seconds:.3g} s, minimum is {min_duration:g} s")
+
+    # downmix: the mean keeps the level of a mono signal stored on two identical channels
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sr is not None and sr != native_sr:
+        mono = soxr.resample(mono, native_sr, sr, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_samples(path: Path, data: np.ndarray) -> None:
+    """Refuse empty, non-finite or absurdly large audio (two vectorised passes, no copy)."""
+    if len(data) == 0:
+        raise AudioError(path, "contains no audio samples")
+    low, high = float(data.min()), float(data.max())  # NaN propagates through both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise AudioError(path, "contains non-finite samples (NaN or inf)")
+    peak = max(high, -low)
+    if peak > MAX_PEAK:
+        raise AudioError(
+            path,
+            f"samples reach {peak:.3g}, far outside full scale 1.0 (limit {MAX_PEAK:g}): a "
+            "corrupt file, or float samples written in integer scale",
+        )
+
+
+def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """``(frames, channels)`` float32 samples of the segment and the file's sample rate."""
     with _open(path) as handle:
         native_sr = int(handle.samplerate)
         total = _declared_frames(handle, path)
@@ -144,20 +244,7 @@ def load_audio(
             slack = max(_MP3_SLACK_FRAMES, int(_MP3_SLACK_FRACTION * wanted))
         if len(data) + slack < wanted:
             raise AudioError(path, f"truncated: decoded {len(data)} of {wanted} frames")
-
-    if len(data) == 0:
-        raise AudioError(path, "contains no audio samples")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "contains non-finite samples (NaN or inf)")
-    seconds = len(data) / native_sr
-    if seconds < min_duration:
-        raise AudioError(path, f"too short: {seconds:.3g} s, minimum is {min_duration:g} s")
-
-    # downmix: the mean keeps the level of a mono signal stored on two identical channels
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if sr is not None and sr != native_sr:
-        mono = soxr.resample(mono, native_sr, sr, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return data, native_sr
 
 
 def crop_or_pad(

@@ -11,6 +11,7 @@ from east.cli.common import console, err_console
 
 if TYPE_CHECKING:
     from east.datasets.base import Manifest
+    from east.datasets.check import OffLengthClip
 
 OPTION_HELP = (
     "Dataset option KEY=VALUE, repeatable, e.g. -o test_fold=1 -o split=folds "
@@ -38,11 +39,13 @@ def list_command() -> None:
     table = Table(box=None, show_header=True, header_style="bold")
     table.add_column("name")
     table.add_column("description")
+    table.add_column("clip")
     table.add_column("options (default)")
     for name in list_datasets():
         info = dataset_info(name)
         opts = ", ".join(f"{k}={p.default!r}" for k, p in info.options().items())
-        table.add_row(name, info.description, opts)
+        clip = f"{info.nominal_seconds:g} s" if info.nominal_seconds else "-"
+        table.add_row(name, info.description, clip, opts)
     console.print(table)
 
 
@@ -166,13 +169,17 @@ def check_command(
 ) -> None:
     """Decode every clip in parallel and list each unreadable one with its reason.
 
-    Missing files are reported too. Exit code 0 when every clip decodes, 1 when any does not.
+    Missing files are reported too, and (as a warning) clips that decode to less than half or
+    more than twice the dataset's nominal clip length. Exit code 0 when every clip decodes,
+    1 when any does not.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from east.datasets.check import check_manifest_audio, default_workers
+    from east.datasets import dataset_info
+    from east.datasets.check import check_manifest, default_workers
 
     manifest = _load(name, root, option, on_missing="keep")
+    nominal = dataset_info(name).nominal_seconds
     n_workers = workers or default_workers()
     with Progress(
         "[progress.description]{task.description}",
@@ -182,9 +189,15 @@ def check_command(
         console=err_console,
     ) as progress:
         task = progress.add_task(f"decoding {manifest.name}", total=len(manifest))
-        bad = check_manifest_audio(
-            manifest, workers=n_workers, on_progress=lambda n: progress.advance(task, n)
+        report = check_manifest(
+            manifest,
+            workers=n_workers,
+            on_progress=lambda n: progress.advance(task, n),
+            nominal_seconds=nominal,
         )
+    bad = report.bad
+    if report.off_length:
+        _print_off_length(report.off_length, manifest.name, nominal or 0.0)
     if not bad:
         console.print(f"all {len(manifest)} clips of {manifest.name} decode", highlight=False)
         return
@@ -195,6 +208,24 @@ def check_command(
     for clip in bad:
         console.print(f"  {clip.rel_path}: {clip.reason}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _print_off_length(clips: list[OffLengthClip], name: str, nominal: float) -> None:
+    from east.datasets.check import LONG_FACTOR, SHORT_FRACTION
+
+    console.print(
+        f"warning: {len(clips)} clips of {name} are far from its nominal {nominal:g} s "
+        f"(under {SHORT_FRACTION * nominal:g} s or over {LONG_FACTOR * nominal:g} s; "
+        "truncated files decode like this):",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for clip in clips:
+        console.print(
+            f"  {clip.clip_id}: {clip.seconds:.3g} s  ({clip.rel_path})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from east.errors import DatasetError
 
 Task = Literal["multilabel", "multiclass"]
 SPLITS = ("train", "valid", "test")
@@ -55,7 +58,9 @@ class Manifest:
         if not (len(self.rel_paths) == len(self.splits) == len(self.targets) == n):
             raise ValueError("manifest columns have different lengths")
         if len(set(self.clip_ids)) != n:
-            raise ValueError("clip ids are not unique")
+            # the built-in adapters name the offending line first; this catches the others
+            dup = next(c for c, k in Counter(self.clip_ids).items() if k > 1)
+            raise DatasetError(f"{self.name}: clip id {dup!r} appears twice in the manifest")
         if self.mask is not None and self.mask.shape != self.targets.shape:
             raise ValueError("mask and targets differ in shape")
 

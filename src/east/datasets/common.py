@@ -1,17 +1,23 @@
-"""Small helpers shared by the dataset adapters: required files, CSV reading, missing audio."""
+"""Small helpers shared by the dataset adapters: option types, required files, CSV reading
+(with line numbers for every defect), duplicate checks, missing audio."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from east.datasets.base import Manifest
 from east.errors import DatasetError
 
 OnMissing = Literal["drop", "keep", "error"]
+# option types: load_manifest checks every value against these (see datasets/registry.py)
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0, description="a number in [0, 1)")]
+Seed = Annotated[int, Field(ge=0, description="an integer >= 0")]
 # how many missing clip ids to name in messages (the full list stays in ``manifest.info``)
 _NAMED = 5
 
@@ -24,24 +30,72 @@ def require_file(dataset: str, root: Path, rel: str) -> Path:
     return path
 
 
+class CsvRow(dict[str, str]):
+    """One CSV row, column name → text, that knows the file line it starts on."""
+
+    line: int
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" if n == 1 else f"{n} fields"
+
+
+def record_start(line_num: int, fields: list[str]) -> int:
+    """First file line of the record a csv reader just returned (quoted fields may hold line
+    breaks, so the reader's ``line_num`` is its last line)."""
+    return line_num - sum(f.count("\n") for f in fields)
+
+
 def read_csv_rows(
     dataset: str, path: Path, required: list[str], delimiter: str = ","
-) -> list[dict[str, str]]:
-    """Rows of a CSV with a header row; DatasetError when a required column is absent."""
+) -> list[CsvRow]:
+    """Rows of a CSV with a header row, each with its ``line``.
+
+    DatasetError (one line) when a required column is absent or a row has more or fewer
+    fields than the header (a short row would otherwise read as missing values).
+    """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = [h.strip() for h in next(reader, [])]
             missing = [c for c in required if c not in header]
             if missing:
                 raise DatasetError(
                     f"{dataset}: {path} lacks column(s) {', '.join(missing)} "
                     f"(has: {', '.join(header[:10])}{'...' if len(header) > 10 else ''})"
                 )
-            return list(reader)
+            rows = []
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line
+                line = record_start(reader.line_num, fields)
+                if len(fields) != len(header):
+                    raise DatasetError(
+                        f"{dataset}: {path} line {line} has {_fields(len(fields))}, the header "
+                        f"has {len(header)}; fix or remove that row"
+                    )
+                row = CsvRow(zip(header, fields, strict=True))
+                row.line = line
+                rows.append(row)
+            return rows
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{dataset}: cannot read {path}: {exc}") from None
+
+
+def refuse_duplicates(
+    dataset: str, source: Path | str, keys: Iterable[str], lines: Iterable[int], what: str
+) -> None:
+    """DatasetError naming the first ``key`` listed twice, with both lines (0: no line)."""
+    first: dict[str, int] = {}
+    for key, line in zip(keys, lines, strict=True):
+        if key in first:
+            here = f" line {line}" if line else ""
+            before = f" (first on line {first[key]})" if first[key] else ""
+            raise DatasetError(
+                f"{dataset}: {source}{here}: {what} {key!r} listed twice{before}; "
+                "remove one of the two"
+            )
+        first[key] = line
 
 
 def handle_missing(manifest: Manifest, on_missing: OnMissing) -> Manifest:

@@ -10,6 +10,8 @@ Tracks with ``set/subset == small``; the official ``set/split`` (training / vali
 test); classes are the sorted ``track/genre_top`` values. Tracks 099134, 108925 and 133297
 decode to nothing and are excluded (listed in ``manifest.info["excluded_broken"]``); tracks
 whose mp3 is absent are dropped and listed in ``manifest.info["missing"]`` (``on_missing``).
+A track listed twice, a short row or a non-integer track id is a one-line DatasetError naming
+the line.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from east.datasets.base import Manifest
-from east.datasets.common import OnMissing, handle_missing, require_file
+from east.datasets.common import (
+    OnMissing,
+    handle_missing,
+    record_start,
+    refuse_duplicates,
+    require_file,
+)
 from east.datasets.registry import register_dataset
 from east.errors import DatasetError
 
@@ -36,12 +44,13 @@ def audio_rel_path(track_id: int, subset: str = "small") -> str:
 
 
 def read_tracks(path: Path) -> dict[str, list[str]]:
-    """``track_id`` plus the split/subset/genre columns of ``tracks.csv``, as strings.
+    """``track_id`` plus the split/subset/genre columns of ``tracks.csv``, as strings, and
+    the file ``line`` each row starts on.
 
     The file has two header rows that name each column ``<top>/<sub>`` (as pandas'
     ``header=[0, 1]`` reads it) and then a row naming the index (``track_id``).
     """
-    out: dict[str, list[str]] = {"track_id": [], **{c: [] for c in _COLUMNS}}
+    out: dict[str, list[str]] = {"track_id": [], **{c: [] for c in _COLUMNS}, "line": []}
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
@@ -60,8 +69,13 @@ def read_tracks(path: Path) -> dict[str, list[str]]:
             for row in reader:
                 if not row or (row[0].strip() == "track_id" and not any(row[1:])):
                     continue  # the index-name row, or a blank line
+                line = record_start(reader.line_num, row)
                 if len(row) < width:
-                    raise DatasetError(f"fma_small: {path}: short row for track {row[0]!r}")
+                    raise DatasetError(
+                        f"fma_small: {path} line {line}: short row for track {row[0]!r} "
+                        f"({len(row)} fields, the columns need {width})"
+                    )
+                out["line"].append(str(line))
                 out["track_id"].append(row[0].strip())
                 for col, idx in zip(_COLUMNS, where, strict=True):
                     out[col].append(row[idx].strip())
@@ -70,15 +84,30 @@ def read_tracks(path: Path) -> dict[str, list[str]]:
     return out
 
 
-@register_dataset("fma_small", "FMA-small music genres: 8 genres, official split (single-label)")
+def _track_ids(csv_path: Path, tracks: dict[str, list[str]]) -> np.ndarray:
+    """Integer track ids; DatasetError naming the line of a bad or repeated one."""
+    lines = [int(n) for n in tracks["line"]]
+    ids = []
+    for text, line in zip(tracks["track_id"], lines, strict=True):
+        if not text.isdigit():
+            raise DatasetError(
+                f"fma_small: {csv_path} line {line}: track id {text!r} is not an integer"
+            )
+        ids.append(int(text))
+    refuse_duplicates("fma_small", csv_path, [f"{t:06d}" for t in ids], lines, "track")
+    return np.array(ids, dtype=np.int64)
+
+
+@register_dataset(
+    "fma_small",
+    "FMA-small music genres: 8 genres, official split (single-label)",
+    nominal_seconds=30.0,
+)
 def load_fma_small(root: Path, *, on_missing: OnMissing = "drop") -> Manifest:
     """Manifest of FMA-small under ``root`` (see the module docstring)."""
     csv_path = require_file("fma_small", root, "fma_metadata/tracks.csv")
     tracks = read_tracks(csv_path)
-    try:
-        ids = np.array([int(t) for t in tracks["track_id"]], dtype=np.int64)
-    except ValueError as exc:
-        raise DatasetError(f"fma_small: {csv_path}: bad track id ({exc})") from None
+    ids = _track_ids(csv_path, tracks)
     subset = np.array(tracks["set/subset"])
     split = np.array(tracks["set/split"])
     genre = np.array(tracks["track/genre_top"])

@@ -9,16 +9,27 @@ The usual protocol (Dieleman & Schrauwen 2014; Won et al. 2020): the ``num_tags`
 the most positive clips over the whole file (ties: column order), folders ``0``–``b`` for
 training, ``c`` for validation, ``d``–``f`` for testing, and clips with no positive tag among
 those dropped (≈ 15.2k / 1,529 / 4,332 clips). All labels are known (``mask`` all true).
+
+A clip id listed twice, a short row or a tag value other than 0 or 1 is a one-line
+DatasetError naming the line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from east.datasets.base import Manifest
-from east.datasets.common import OnMissing, handle_missing, read_csv_rows, require_file
+from east.datasets.common import (
+    OnMissing,
+    handle_missing,
+    read_csv_rows,
+    refuse_duplicates,
+    require_file,
+)
 from east.datasets.registry import register_dataset
 from east.errors import DatasetError
 
@@ -39,20 +50,35 @@ def folder_split(mp3_path: str) -> str | None:
     return None
 
 
-@register_dataset("mtat", "MagnaTagATune music tags: top-50 tags, folder split (multi-label)")
-def load_mtat(root: Path, *, num_tags: int = 50, on_missing: OnMissing = "drop") -> Manifest:
+TagCount = Annotated[int, Field(ge=1, description="an integer >= 1 (number of top tags)")]
+
+
+@register_dataset(
+    "mtat",
+    "MagnaTagATune music tags: top-50 tags, folder split (multi-label)",
+    nominal_seconds=29.1,
+)
+def load_mtat(root: Path, *, num_tags: TagCount = 50, on_missing: OnMissing = "drop") -> Manifest:
     """Manifest of MagnaTagATune under ``root`` (see the module docstring)."""
     csv_path = require_file("mtat", root, "annotations_final.csv")
     rows = read_csv_rows("mtat", csv_path, ["clip_id", "mp3_path"], delimiter="\t")
     if not rows:
         raise DatasetError(f"mtat: {csv_path} lists no clips")
-    tag_columns = [c for c in rows[0] if c not in ("clip_id", "mp3_path") and c is not None]
+    tag_columns = [c for c in rows[0] if c not in ("clip_id", "mp3_path")]
     if num_tags < 1 or num_tags > len(tag_columns):
         raise DatasetError(f"mtat: num_tags must be 1..{len(tag_columns)}, got {num_tags}")
-    try:
-        all_tags = np.array([[int(r[c]) for c in tag_columns] for r in rows], dtype=np.int8)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"mtat: {csv_path}: tag values must be 0 or 1 ({exc})") from None
+    ids = [r["clip_id"].strip() for r in rows]
+    refuse_duplicates("mtat", csv_path, ids, [r.line for r in rows], "clip_id")
+    # one vectorised pass over the ~4.9 M cells of the real file
+    cells = np.array([[r[c] for c in tag_columns] for r in rows])
+    bad = (cells != "0") & (cells != "1")
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        raise DatasetError(
+            f"mtat: {csv_path} line {rows[i].line}: tag {tag_columns[j]!r} is {str(cells[i, j])!r}; "
+            "tag values must be 0 or 1"
+        )
+    all_tags = (cells == "1").astype(np.int8)
 
     # stable sort: equal counts keep the column order
     counts = (all_tags > 0).sum(axis=0)
@@ -69,7 +95,7 @@ def load_mtat(root: Path, *, num_tags: int = 50, on_missing: OnMissing = "drop")
         root=root,
         task="multilabel",
         class_names=[tag_columns[i] for i in top],
-        clip_ids=[rows[i]["clip_id"].strip() for i in rows_kept],
+        clip_ids=[ids[i] for i in rows_kept],
         rel_paths=[rows[i]["mp3_path"].strip() for i in rows_kept],
         splits=[splits[i] for i in rows_kept],
         targets=targets[rows_kept],

@@ -13,6 +13,10 @@ false, target 0) where ``Y_mask`` is false. Validation: each training clip, in t
 the partition file, goes to validation when ``random.Random(seed).uniform(0, 1) <
 valid_fraction`` — with the defaults (0.15, seed 2022) the full set splits 12,692 / 2,223 /
 5,085 as in the EAsT reference. The manifest keeps the npz order.
+
+Checked: ``class-map.json`` maps each class to a distinct index ``0..C-1``; ``sample_key`` lists
+each clip once; known ``Y_true`` values lie in [0, 1]; a partition file lists each key once
+and no key is in both. Each defect is a one-line DatasetError naming the file (and line).
 """
 
 from __future__ import annotations
@@ -23,18 +27,68 @@ from pathlib import Path
 import numpy as np
 
 from east.datasets.base import Manifest
-from east.datasets.common import OnMissing, handle_missing, require_file
+from east.datasets.common import (
+    Fraction,
+    OnMissing,
+    Seed,
+    handle_missing,
+    refuse_duplicates,
+    require_file,
+)
 from east.datasets.registry import register_dataset
 from east.datasets.splits import bernoulli_split
 from east.errors import DatasetError
 
 
 def _read_keys(path: Path) -> list[str]:
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    keys = [ln.split(",")[0] for ln in lines if ln]
-    if keys and keys[0] == "sample_key":  # tolerate a header line
-        keys = keys[1:]
-    return keys
+    """Sample keys of a partition file, one per line; each must appear once."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"openmic: cannot read {path}: {exc}") from None
+    found = [(n, ln.strip().split(",")[0]) for n, ln in enumerate(text.splitlines(), 1)]
+    found = [(n, key) for n, key in found if key and key != "sample_key"]  # header tolerated
+    refuse_duplicates("openmic", path, [k for _, k in found], [n for n, _ in found], "key")
+    return [key for _, key in found]
+
+
+def _class_names(map_path: Path) -> list[str]:
+    """Class names in index order; the indices must be exactly ``0..C-1``."""
+    try:
+        class_map = json.loads(map_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"openmic: cannot read {map_path}: {exc}") from None
+    if not isinstance(class_map, dict) or not class_map:
+        raise DatasetError(f"openmic: {map_path} must map class names to indices 0..C-1")
+    for name, index in class_map.items():
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise DatasetError(
+                f"openmic: {map_path}: class {name!r} has index {index!r}, not an integer"
+            )
+    if sorted(class_map.values()) != list(range(len(class_map))):
+        raise DatasetError(
+            f"openmic: {map_path}: indices must be 0..{len(class_map) - 1}, each once "
+            f"(got {sorted(class_map.values())})"
+        )
+    return sorted(class_map, key=class_map.__getitem__)
+
+
+def _check_labels(npz_path: Path, keys: list[str], y_true: np.ndarray, y_mask: np.ndarray) -> None:
+    """Each key once; known ``Y_true`` values finite and in [0, 1]."""
+    first: dict[str, int] = {}
+    for row, key in enumerate(keys):
+        if first.setdefault(key, row) != row:
+            raise DatasetError(
+                f"openmic: {npz_path}: sample_key {key!r} appears twice (rows {first[key]} and "
+                f"{row}); the npz must list each clip once"
+            )
+    bad = y_mask & ~((y_true >= 0.0) & (y_true <= 1.0))  # NaN fails both comparisons
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"openmic: {npz_path}: Y_true[{row}, {col}] (key {keys[row]}) is "
+            f"{float(y_true[row, col])}; known labels must lie in [0, 1]"
+        )
 
 
 def audio_rel_path(key: str) -> str:
@@ -42,13 +96,17 @@ def audio_rel_path(key: str) -> str:
     return f"audio/{key[:3]}/{key}.ogg"
 
 
-@register_dataset("openmic", "OpenMIC-2018 instruments: 20 classes, partial labels (multi-label)")
+@register_dataset(
+    "openmic",
+    "OpenMIC-2018 instruments: 20 classes, partial labels (multi-label)",
+    nominal_seconds=10.0,
+)
 def load_openmic(
     root: Path,
     *,
     partition: str = "split01",
-    valid_fraction: float = 0.15,
-    seed: int = 2022,
+    valid_fraction: Fraction = 0.15,
+    seed: Seed = 2022,
     on_missing: OnMissing = "drop",
 ) -> Manifest:
     """Manifest of OpenMIC-2018 under ``root`` (see the module docstring)."""
@@ -67,16 +125,13 @@ def load_openmic(
             keys = [str(k) for k in data["sample_key"]]
     except (OSError, ValueError) as exc:
         raise DatasetError(f"openmic: cannot read {npz_path}: {exc}") from None
-    try:
-        class_map = json.loads(map_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"openmic: cannot read {map_path}: {exc}") from None
-    class_names = [name for name, _ in sorted(class_map.items(), key=lambda kv: int(kv[1]))]
+    class_names = _class_names(map_path)
     if y_true.shape != (len(keys), len(class_names)) or y_mask.shape != y_true.shape:
         raise DatasetError(
             f"openmic: {npz_path} has Y_true {y_true.shape}, Y_mask {y_mask.shape} for "
             f"{len(keys)} keys and {len(class_names)} classes in class-map.json"
         )
+    _check_labels(npz_path, keys, y_true, y_mask)
 
     train_keys = _read_keys(train_path)
     test_keys = _read_keys(test_path)
@@ -87,7 +142,9 @@ def load_openmic(
     split_of: dict[str, str] = {k: "test" for k in test_keys}
     for key, valid in zip(train_keys, is_valid, strict=True):
         if key in split_of:
-            raise DatasetError(f"openmic: key {key} is in both {partition} partitions")
+            raise DatasetError(
+                f"openmic: key {key} is in both {train_path.name} and {test_path.name}"
+            )
         split_of[key] = "valid" if valid else "train"
 
     rows = [i for i, k in enumerate(keys) if k in split_of]
