@@ -266,18 +266,19 @@ def test_teacher_replicas_in_cpu_workers_write_the_same_store(dataset, tmp_path,
     assert_stores_close(stores[2], stores[0])
 
 
-def test_a_worker_without_the_teacher_builds_it(dataset, monkeypatch):
+def test_a_worker_without_the_teacher_builds_it(dataset):
     """Under a spawn/forkserver start method a worker does not inherit the main process's
     teacher: it builds its own from the spec, once."""
-    from east.extract import runner
+    from east.extract.executors import _BatchDataset
+    from east.extract.job import ClipResult, JobSpec, TeacherPool
 
-    monkeypatch.setattr(runner, "_TEACHERS", {})
+    pool = TeacherPool()  # an empty pool: what a spawned worker has
     paths = [str(dataset.audio_path(i)) for i in range(len(dataset))]
-    decode = runner._DecodeDataset([[0, 1], [5]], paths, 8000, 10**6, None)
-    items = runner._DecodeEmbedDataset(decode, (SPEC, "cpu", True), 100, "float16")
+    job = JobSpec("embeddings", 8000, 10**6, None, SPEC, "cpu", True, max_frames=100)
+    items = _BatchDataset(job, [[0, 1], [5]], paths, finish=True, pool=pool)
     first = items[0]["results"]
     assert set(first) == {0, 1}
-    assert all(isinstance(r, runner.ClipResult) and r.embedding.dtype == np.float16
+    assert all(isinstance(r, ClipResult) and r.embedding.dtype == np.float16
                for r in first.values())  # fmt: skip
-    assert list(runner._TEACHERS) == [(SPEC, "cpu", True)]
+    assert list(pool._teachers) == [(SPEC, "cpu", True)]
     assert "not an audio file" in items[1]["results"][5]

@@ -18,15 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from east.cache_schema import _ClipStore
 from east.errors import EastError
-from east.extract.runner import (
-    ChunkWork,
-    ExtractConfig,
-    TeacherSpec,
-    cached_teacher,
-    process_chunk,
-)
+from east.extract.job import ChunkWork, JobSpec, process_chunk
 from east.malloc import keep_freed_memory
+
+__all__ = ["Dask", "connect", "local_workers"]
 
 
 @dataclass
@@ -38,19 +35,20 @@ class ChunkOutcome:
 
 def _chunk_task(
     store_path: str,
+    kind: str,
+    storage_options: dict[str, Any] | None,
+    spec: JobSpec,
     work: ChunkWork,
     paths: dict[int, str],
-    spec: TeacherSpec,
-    cfg: ExtractConfig,
 ) -> ChunkOutcome:
-    """Runs in a dask worker: one store chunk; the teacher is cached per worker process."""
-    from east.cache_schema import open_store
-    from east.settings import best_device
+    """Runs in a dask worker: one store chunk; the teacher is built once per worker process
+    (its :data:`~east.extract.job.default_pool`)."""
+    from east.cache_schema import open_audio_store, open_store
 
-    teacher = cached_teacher(spec, best_device(cfg.device), cfg.optimize)
     # opened per task (cheap): a cached handle could outlive an --overwrite of the same path
-    store = open_store(store_path, mode="r+", storage_options=cfg.storage_options)
-    failures = process_chunk(store, work, paths, teacher, cfg)
+    opener = open_audio_store if kind == "audio" else open_store
+    store = opener(store_path, mode="r+", storage_options=storage_options)
+    failures = process_chunk(store, spec, work, paths)
     return ChunkOutcome(work.chunk, len(work.todo), failures)
 
 
@@ -92,44 +90,52 @@ def connect(scheduler: str) -> tuple[Any, Any]:
         raise EastError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
 
 
-def run_distributed(
-    scheduler: str,
-    store_path: str,
-    works: list[ChunkWork],
-    paths: list[str],
-    spec: TeacherSpec,
-    cfg: ExtractConfig,
-    tick: Callable[[int], None],
-) -> list[tuple[int, str]]:
-    """Process ``works`` on the cluster; returns the failures ``(row, reason)``."""
-    if not works:
-        return []
-    from distributed import as_completed
+@dataclass
+class Dask:
+    """One task per store chunk on a dask cluster: ``local:N`` or ``tcp://host:port``.
 
-    client, cluster = connect(scheduler)
-    run_id = uuid.uuid4().hex[:8]
-    failures: list[tuple[int, str]] = []
-    try:
-        futures = [
-            client.submit(
-                _chunk_task,
-                store_path,
-                work,
-                {r: paths[r] for batch in work.batches for r in batch},
-                spec,
-                cfg,
-                key=f"east-chunk-{work.chunk}-{run_id}",
-                pure=False,
-                retries=0,
-            )
-            for work in works
-        ]
-        for future in as_completed(futures):
-            outcome: ChunkOutcome = future.result()
-            failures.extend(outcome.failures)
-            tick(outcome.written)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return sorted(failures)
+    The coordinating process holds the store's lock; workers write disjoint chunks."""
+
+    scheduler: str
+    storage_options: dict[str, Any] | None = None  # for the workers to open the store
+
+    def run(
+        self,
+        store: _ClipStore,
+        spec: JobSpec,
+        works: list[ChunkWork],
+        paths: list[str],
+        tick: Callable[[int], None],
+    ) -> list[tuple[int, str]]:
+        if not works:
+            return []
+        from distributed import as_completed
+
+        client, cluster = connect(self.scheduler)
+        run_id = uuid.uuid4().hex[:8]
+        failures: list[tuple[int, str]] = []
+        try:
+            futures = [
+                client.submit(
+                    _chunk_task,
+                    store.path,
+                    store.kind,
+                    self.storage_options,
+                    spec,
+                    work,
+                    {r: paths[r] for batch in work.batches for r in batch},
+                    key=f"east-chunk-{work.chunk}-{run_id}",
+                    pure=False,
+                    retries=0,
+                )
+                for work in works
+            ]
+            for future in as_completed(futures):
+                outcome: ChunkOutcome = future.result()
+                failures.extend(outcome.failures)
+                tick(outcome.written)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return sorted(failures)
