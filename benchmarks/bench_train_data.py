@@ -9,7 +9,7 @@ Two measurements on a synthetic dataset (random audio and embeddings; sizes are 
      embeddings (float32), in random order — the EAsT reference's ``LatentSpaceDataset``.
    Both are measured for embeddings only and for audio + embeddings.
 2. **data wait fraction of a Mobile-FCN training step** — the real training loop
-   (``east.train.loop.train``, worker processes, the run's ``metrics.jsonl`` field
+   (``east.train.trainer.train``, worker processes, the run's ``metrics.jsonl`` field
    ``data_wait_fraction`` = time blocked waiting for the next batch / epoch time).
 
     .venv/bin/python benchmarks/bench_train_data.py [--clips 512] [--seconds 10] [--dim 768]
@@ -162,7 +162,7 @@ def bench_east(data: dict, with_audio: bool) -> float:
 
 def bench_wait_fraction(data: dict, base: Path, steps: int, workers: int) -> dict:
     from east.config import load_config_dict
-    from east.train.loop import train
+    from east.train.trainer import train
 
     cfg = load_config_dict(
         {
@@ -181,7 +181,7 @@ def bench_wait_fraction(data: dict, base: Path, steps: int, workers: int) -> dic
             },
         }
     )
-    import east.train.loop as loop
+    import east.train.plan as loop
 
     loop.load_dataset = lambda cfg: data["manifest"]  # the synthetic manifest is not registered
     run = train(cfg, progress=False)

@@ -37,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 12-clip ESC-50 layout (1 s clips), its tiny teacher cache (3 store chunks) and one
     finished run, made once for the module."""
     from east.config import load_config_dict
-    from east.train.loop import train
+    from east.train.trainer import train
 
     base = tmp_path_factory.mktemp("hostile_train")
     manifest = make_dataset(base / "esc", num_classes=3, clips_per_class=4, seconds=1.0)
@@ -254,7 +254,7 @@ def test_nan_data_past_the_checks_stops_keeping_the_last_checkpoint(
     from east.config import load_config_dict
     from east.datasets import load_manifest
     from east.errors import EastError
-    from east.train.loop import train
+    from east.train.trainer import train
 
     cache = _copy_cache(world, tmp_path)
     cfg = _cfg(
@@ -473,7 +473,7 @@ def test_predict_output_on_a_pipe_is_not_wrapped(world, tmp_path) -> None:
 
 def test_long_clip_is_evaluated_in_windows(world, tmp_path) -> None:
     from east.datasets import load_manifest
-    from east.train.loop import evaluate_run
+    from east.train.evaluation import evaluate_run
 
     root = tmp_path / "esc"
     shutil.copytree(world["root"], root)
@@ -490,7 +490,7 @@ def test_long_clip_is_evaluated_in_windows(world, tmp_path) -> None:
     cfg["crop"]["max_seconds"] = 5.0
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    import east.train.loop as loop
+    import east.train.evaluation as loop
 
     seen: list[tuple[int, int]] = []  # (windows, samples) of every front-end call
     original = loop.load_run
@@ -512,7 +512,8 @@ def test_long_clip_is_evaluated_in_windows(world, tmp_path) -> None:
 
 
 def test_long_clip_prediction_in_windows_matches_short_input(world, tmp_path) -> None:
-    from east.train.loop import load_run, predict_files
+    from east.train.evaluation import load_run
+    from east.train.predict import predict_files
 
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)

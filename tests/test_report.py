@@ -15,7 +15,8 @@ from east.config import load_config_dict
 from east.errors import EastError
 from east.report import build_report
 from east.report.published import PublishedResults
-from east.report.runs import Stat, find_runs, group_runs, load_run
+from east.report.runs import Stat, find_runs, group_runs
+from east.report.runs import read_run as load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MULTILABEL = {"openmic", "mtat"}
@@ -35,7 +36,7 @@ def write_run(
     epochs: int = 3,
     finished: bool = True,
 ) -> Path:
-    """One run directory as east.train.loop writes it."""
+    """One run directory as east.train.trainer writes it."""
     data = {
         "system": system,
         "seed": seed,

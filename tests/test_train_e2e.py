@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from east.train.loop import train
+    from east.train.trainer import train
 
     base = tmp_path_factory.mktemp("e2e")
     manifest = make_dataset(base / "esc", num_classes=4, clips_per_class=6, seconds=2.0)
@@ -128,7 +128,7 @@ def test_eval_through_a_label_map(runs, tmp_path, monkeypatch, capsys) -> None:
 
 def test_predict_json_matches_the_student(runs, monkeypatch, capsys) -> None:
     from east.audio import load_audio
-    from east.train.loop import load_run
+    from east.train.evaluation import load_run
 
     files = sorted((runs["root"] / "audio").glob("*.wav"))[:2]
     code, out, err = run_cli(
@@ -152,7 +152,7 @@ def test_predict_json_matches_the_student(runs, monkeypatch, capsys) -> None:
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_equals_the_run(runs, fmt, monkeypatch, capsys) -> None:
     pytest.importorskip("onnxruntime") if fmt == "onnx" else None
-    from east.train.loop import load_run
+    from east.train.evaluation import load_run
 
     code, _out, err = run_cli(
         ["export", str(runs["kd"]), "--format", fmt, "--seconds", "2"], monkeypatch, capsys
@@ -173,7 +173,7 @@ def test_export_equals_the_run(runs, fmt, monkeypatch, capsys) -> None:
 
 
 def test_existing_run_is_not_overwritten(runs) -> None:
-    from east.train.loop import train
+    from east.train.trainer import train
 
     cfg = load_config_dict(
         json.loads(

@@ -66,7 +66,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     # the reference (uninterrupted) and the resume run in this process, one thread as the
     # subprocess (OMP_NUM_THREADS=1)
     from east.config import load_config
-    from east.train.loop import train
+    from east.train.trainer import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ the key or the file:
 * :func:`check_resources` — things outside the file: every teacher cache (and the audio cache)
   exists, was made for this dataset manifest (``manifest.hash`` against the cache attrs), is
   complete and sound (:func:`east.cache_schema.validate`), and its embedding dim fits (the
-  declared ``dim`` and the ``teacher_lr`` run's probe). ``east.train.loop.check_run`` adds the
+  declared ``dim`` and the ``teacher_lr`` run's probe). ``east.train.plan.check_run`` adds the
   device, the student and the splits: what ``east train --check`` runs.
 """
 
@@ -37,6 +37,29 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from east.errors import ConfigError
+
+__all__ = [
+    "EMBEDDING_SYSTEMS",
+    "SOFT_TARGET_SYSTEMS",
+    "SYSTEM_NAMES",
+    "AugmentConfig",
+    "CropConfig",
+    "DatasetConfig",
+    "EarlyStoppingConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "SchedulerConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TeacherLRConfig",
+    "TrainConfig",
+    "check_audio_cache",
+    "check_resources",
+    "load_config",
+    "load_config_dict",
+    "parse_override",
+]
 
 SYSTEM_NAMES = (
     "baseline",
@@ -447,16 +470,18 @@ def _first_line(exc: object) -> str:
 
 
 def _check_teacher_lr_run(cfg: RunConfig, manifest: Any, stores: list[Any]) -> None:
-    run = Path(cfg.teacher_lr_run)  # type: ignore[arg-type]
-    resolved = run / "config.yaml"
-    if not resolved.is_file() or not (run / "best.pt").is_file():
+    from east.run_dir import RunDir
+
+    run_dir = RunDir(cfg.teacher_lr_run)  # type: ignore[arg-type]
+    run = run_dir.path
+    if not run_dir.config.is_file() or not run_dir.best.is_file():
         raise ConfigError(f"teacher_lr_run: {run}: not a finished run (no config.yaml/best.pt)")
-    other = load_config(resolved)
+    other = run_dir.read_config()
     if other.system != "teacher_lr":
         raise ConfigError(f"teacher_lr_run: {run} is a '{other.system}' run, not teacher_lr")
     import json
 
-    info_path = run / "run_info.json"
+    info_path = run_dir.run_info
     try:
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     except (OSError, ValueError) as exc:

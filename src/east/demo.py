@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from east.cli.common import console
 from east.errors import EastError
-from east.testing.layouts import ESC50_CATEGORIES, write_audio
+from east.run_dir import RunDir
+from east.testing.layouts import ESC50_CATEGORIES, write_audio, write_esc50_meta
 
 SAMPLE_RATE = 16000
 SYSTEMS = ("baseline", "teacher_lr", "east_final", "east_kd")
@@ -230,8 +231,6 @@ def make_target_dataset(
 ) -> Path:
     """The target task in the official ESC-50 layout (5 folds, 3 s WAV clips): folds 1–3 train
     (10 clips a class), fold 4 validation, fold 5 test."""
-    import csv
-
     rng = np.random.default_rng(seed)
     world = draw_classes(classes, rng)
     rows = []
@@ -243,13 +242,7 @@ def make_target_dataset(
                 root / "audio" / name, render_clip(target, world, seconds, rng), SAMPLE_RATE
             )
             rows.append([name, fold, target, ESC50_CATEGORIES[target], False, 0, "A"])
-    rows.sort(key=lambda r: r[0])
-    (root / "meta").mkdir(parents=True, exist_ok=True)
-    with (root / "meta" / "esc50.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
-        writer.writerows(rows)
-    return root
+    return write_esc50_meta(root, rows)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -367,7 +360,7 @@ def run_demo(out: Path, *, real: bool = False, epochs: int = 20, seed: int = 122
     teacher_lr_run = runs / f"teacher_lr_s{seed}"
     for system in SYSTEMS:
         run_dir = runs / f"{system}_s{seed}"
-        if (run_dir / "test_results.json").is_file():
+        if RunDir(run_dir).finished:
             console.print(f"      {system}: finished earlier, kept")
             continue
         config = _write_config(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from east.errors import EastError
+from east.run_dir import RunDir
 
 # ------------------------------------------------------------------------------ the papers
 
@@ -149,11 +150,7 @@ class Step:
         return self.marker is not None and self.marker.exists()
 
     def command(self) -> list[str]:
-        if (
-            self.resume_argv is not None
-            and self.run_dir is not None
-            and (self.run_dir / "last.pt").exists()
-        ):
+        if self.resume_argv is not None and self.run_dir is not None and RunDir(self.run_dir).used:
             return self.resume_argv
         return self.argv
 
@@ -398,7 +395,7 @@ class Planner:
                 argv,
                 needs=needs,
                 after=after,
-                marker=run_dir / "test_results.json",
+                marker=RunDir(run_dir).test_results,
                 run_dir=run_dir,
                 resume_argv=resume,
             )

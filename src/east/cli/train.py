@@ -35,7 +35,8 @@ def train_command(
     """Train a student (or the Teacher_LR probe) from audio plus cached teacher embeddings."""
     from east.config import load_config
     from east.errors import ConfigError
-    from east.train.loop import check_run, train
+    from east.train.plan import check_run
+    from east.train.trainer import train
 
     if resume is None and config is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR)")
@@ -59,7 +60,9 @@ def train_command(
         run_dir = train(cfg, out_dir=out, progress=not quiet)
     import os
 
-    results = run_dir / "test_results.json"
+    from east.run_dir import RunDir
+
+    results = RunDir(run_dir).test_results
     if results.is_file() and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         typer.echo(f"run {run_dir}: {results.read_text()}")
 
@@ -78,7 +81,7 @@ def eval_command(
 ) -> None:
     """Evaluate a run's best student (on its test split, or another dataset via a label map)."""
     from east.datasets.registry import parse_options
-    from east.train.loop import evaluate_run
+    from east.train.evaluation import evaluate_run
 
     result = evaluate_run(
         run_dir,
@@ -103,7 +106,7 @@ def predict_command(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Print the most likely labels of audio files with their probabilities."""
-    from east.train.loop import predict_files
+    from east.train.predict import predict_files
 
     results = predict_files(run_dir, files, top_k=top_k, device=device)
     if as_json:
@@ -122,7 +125,7 @@ def export_command(
     seconds: float = typer.Option(None, "--seconds", help="Length of the test input."),
 ) -> None:
     """Write a standalone model (waveform → logits) and check its outputs equal the run's."""
-    from east.train.loop import export_run
+    from east.train.export import export_run
 
     path, diff = export_run(run_dir, fmt, out, seconds)
     typer.echo(f"wrote {path} (max |difference| to the run's student: {diff:.2e})")

@@ -1,6 +1,6 @@
 """Finding and reading run directories: the one place that knows their layout.
 
-A finished run directory (written by ``east train``, see :mod:`east.train.loop`) holds::
+A finished run directory (written by ``east train``, see :mod:`east.run_dir`) holds::
 
     config.yaml         the resolved config: system, seed, dataset.{name, train_fraction},
                         student.name, teachers[].cache, ...
@@ -11,7 +11,7 @@ A finished run directory (written by ``east train``, see :mod:`east.train.loop`)
                         ``eval_openmic.json`` for paper 2's generalizability test
 
 A directory with ``config.yaml`` but no ``test_results.json`` is an unfinished run: it is
-counted and left out of the tables. If the layout changes, change :func:`load_run` only.
+counted and left out of the tables. If the layout changes, change :func:`read_run` only.
 """
 
 from __future__ import annotations
@@ -29,11 +29,27 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from east.errors import EastError
+from east.run_dir import CONFIG as CONFIG_FILE
+from east.run_dir import METRICS as METRICS_FILE
+from east.run_dir import RUN_INFO as INFO_FILE
+from east.run_dir import TEST_RESULTS as RESULTS_FILE
+from east.run_dir import RunDir
 
-CONFIG_FILE = "config.yaml"
-RESULTS_FILE = "test_results.json"
-METRICS_FILE = "metrics.jsonl"
-INFO_FILE = "run_info.json"
+__all__ = [
+    "METRIC_KEYS",
+    "NO_TEACHER",
+    "Group",
+    "RunRecord",
+    "Scan",
+    "Stat",
+    "find_runs",
+    "group_runs",
+    "primary_metrics",
+    "pydantic_message",
+    "read_run",
+    "teacher_name",
+]
+
 NO_TEACHER = "none"
 
 # test_results.json key → report metric name (the names of docs/paper_results.csv)
@@ -209,7 +225,7 @@ def _training_time(path: Path) -> tuple[int | None, float | None]:
     return steps, (seconds or None)
 
 
-def load_run(path: str | Path) -> RunRecord:
+def read_run(path: str | Path) -> RunRecord:
     """Read a finished run directory (see the module docstring for the files)."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() or not (path / RESULTS_FILE).is_file():
@@ -267,9 +283,7 @@ def find_runs(paths: Iterable[str | Path]) -> Scan:
             raise EastError(f"{top}: no such folder")
         for dirpath, dirnames, filenames in os.walk(top):
             here = Path(dirpath)
-            if CONFIG_FILE in filenames and (
-                RESULTS_FILE in filenames or "last.pt" in filenames or "best.pt" in filenames
-            ):
+            if RunDir.looks_like_run(filenames):
                 dirnames[:] = []  # a run directory: do not descend into tb/ etc.
                 resolved = here.resolve()
                 if resolved in seen:
@@ -279,7 +293,7 @@ def find_runs(paths: Iterable[str | Path]) -> Scan:
                     unfinished.append(here)
                     continue
                 try:
-                    runs.append(load_run(here))
+                    runs.append(read_run(here))
                 except EastError as exc:
                     unreadable.append((here, str(exc)))
             dirnames.sort()

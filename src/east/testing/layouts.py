@@ -16,6 +16,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -155,7 +156,13 @@ def make_esc50(
                 root / "audio" / name, class_tone([target], num_classes, seconds, sr, rng), sr
             )
             rows.append([name, fold, target, ESC50_CATEGORIES[target], target < 10, src, "A"])
-    rows.sort(key=lambda r: r[0])  # the real CSV is sorted by file name
+    return write_esc50_meta(root, rows)
+
+
+def write_esc50_meta(root: Path, rows: list[list[Any]]) -> Path:
+    """``meta/esc50.csv`` of ``rows`` (filename, fold, target, category, esc10, src_file, take),
+    sorted by file name as the real CSV is; returns ``root``."""
+    rows = sorted(rows, key=lambda r: r[0])
     (root / "meta").mkdir(parents=True, exist_ok=True)
     with (root / "meta" / "esc50.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

@@ -58,6 +58,19 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from east.config import CropConfig
 from east.errors import CacheError, EastError
 
+__all__ = [
+    "ClipStream",
+    "TeacherSource",
+    "average_windows",
+    "checked_batches",
+    "collate",
+    "make_loader",
+    "normalisation",
+    "steps_per_epoch",
+    "subsample_rows",
+    "teacher_rescale",
+]
+
 
 def teacher_rescale(teacher_name: str) -> tuple[float, float]:
     """(offset, scale) so that ``(x − offset)/scale`` is what the reference trains on."""

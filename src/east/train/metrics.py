@@ -22,6 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = [
+    "AccuracyMetric",
+    "MultiLabelMetrics",
+    "average_precision",
+    "binary_macro_f1",
+    "create_metric",
+    "primary_metric_name",
+    "roc_auc",
+]
+
 
 def _as_numpy(x: object) -> np.ndarray:
     if hasattr(x, "detach"):

@@ -7,7 +7,7 @@ the compressor). ``L_pred``: masked BCE (multi-label) or cross-entropy (single-l
 | system               | L_reg (per teacher i, ensemble weight w_i normalised to sum 1)      |
 |----------------------|----------------------------------------------------------------------|
 | baseline             | none (λ = 0)                                                         |
-| teacher_lr           | not a student: a linear probe on time-averaged embeddings (loop.py)  |
+| teacher_lr           | not a student: a linear probe on time-averaged embeddings (probe.py) |
 | kd                   | KD(student logits, Teacher_LR logits, τ)                             |
 | east_cos_diff        | Σ w_i · cosine-distance difference (final stage)                     |
 | east_final, east_dc  | Σ w_i · distance correlation (final stage)                           |
@@ -23,12 +23,23 @@ sequences are aligned from their stored frame times (``losses.align``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from east.config import SOFT_TARGET_SYSTEMS, RunConfig
+
+__all__ = [
+    "FEATURE_TERMS",
+    "LinearProbe",
+    "System",
+    "Trainable",
+    "regularizers",
+    "teacher_key",
+    "time_average",
+]
 
 # system → (feature measure or None, embedding compression, default stages)
 FEATURE_TERMS: dict[str, tuple[str | None, bool, str]] = {
@@ -144,9 +155,10 @@ class System(nn.Module):
     ) -> dict[str, Tensor]:
         named = {}
         for i, tb in enumerate(teachers):
-            if i == 0 and self._probe:
+            if i == 0 and self._probe:  # KD's soft targets, on a copy: the caller's batch stays
                 with torch.no_grad():
-                    tb.logits = self._probe[0](tb.embeddings.float(), tb.num_frames)
+                    logits = self._probe[0](tb.embeddings.float(), tb.num_frames)
+                tb = dataclasses.replace(tb, logits=logits)
             named[teacher_key(i)] = tb
         terms = self.loss(output, targets, mask if mask is not None else None, named)
         out = {
@@ -159,3 +171,23 @@ class System(nn.Module):
             if key.startswith("teacher:"):
                 out["teacher"] = out.get("teacher", value.new_zeros(())) + value
         return out
+
+
+class Trainable(nn.Module):
+    """Student + the system's trainable extras, as one module (one optimiser, one DDP wrap)."""
+
+    def __init__(self, student: nn.Module, system: System) -> None:
+        super().__init__()
+        self.student = student
+        self.system = system
+
+    def forward(
+        self, wave: Tensor, target: Tensor, mask: Any, teachers: list[Any]
+    ) -> tuple[Any, dict[str, Tensor]]:
+        output = self.student(wave)  # under autocast on CUDA (fp16 convolutions)
+        # the losses in float32: dCor's sqrt(d² + 1e-12) and KD's logs are not fp16-safe
+        with torch.autocast(wave.device.type, enabled=False):
+            output = type(output)(
+                output.logits.float(), [f.float() for f in output.features], output.frame_times
+            )
+            return output, self.system(output, target, mask, teachers)

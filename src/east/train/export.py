@@ -1,0 +1,163 @@
+"""``east export``: a finished run's student as a standalone TorchScript or ONNX model
+(waveform → logits), checked against the run's student on a test input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from east.errors import ConfigError
+from east.run_dir import WriteError, atomic_write_text
+from east.train.evaluation import load_run
+
+__all__ = ["ExportWrapper", "export_run"]
+
+
+class ExportWrapper(nn.Module):
+    """waveforms (N, L) → logits (N, K): the student without its feature taps."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.student(wave).logits
+
+
+def export_run(
+    run_dir: Path, fmt: str, out: Path | None = None, seconds: float | None = None
+) -> tuple[Path, float]:
+    """Write a standalone model (TorchScript or ONNX) and check that its outputs equal the
+    run's student on a test input; returns (path, max |difference|)."""
+    if fmt not in ("torchscript", "onnx"):
+        raise ConfigError(f"--format {fmt}: use torchscript or onnx")
+    if seconds is not None and not 0 < seconds <= 600:
+        raise ConfigError(f"--seconds {seconds:g}: give a test input length in (0, 600] seconds")
+    if out is not None:
+        _check_out(Path(out))
+    cfg, info, student = load_run(run_dir, "cpu")
+    model = ExportWrapper(student).eval()
+    sr = int(student.sample_rate)
+    length = round((seconds or cfg.crop.seconds or 5.0) * sr)
+    example = torch.randn(2, length, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        expected = model(example)
+    run_dir = Path(run_dir)
+    if fmt == "torchscript":
+        path = out or run_dir / "model.ts"
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+        _write_model(path, lambda p: traced.save(str(p)))
+        loaded = torch.jit.load(str(path))
+        with torch.no_grad():
+            got = loaded(example)
+        diff = float((got - expected).abs().max())
+    elif fmt == "onnx":
+        path = out or run_dir / "model.onnx"
+        _use_conv_stft(student)
+        try:
+            _write_model(
+                path,
+                lambda p: torch.onnx.export(
+                    model,
+                    (example,),
+                    str(p),
+                    input_names=["waveform"],
+                    output_names=["logits"],
+                    dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
+                    dynamo=False,
+                    opset_version=17,
+                ),
+            )
+        except WriteError:
+            raise
+        except Exception as exc:  # an op without an ONNX form
+            raise ConfigError(f"onnx export of {cfg.student.name} failed: {exc}") from None
+        diff = _onnx_difference(path, example, expected)
+    else:
+        raise ConfigError(f"--format {fmt}: use torchscript or onnx")
+    meta = {
+        "format": fmt,
+        "sample_rate": sr,
+        "class_names": info["class_names"],
+        "task": info["task"],
+        "input": "waveform (N, L) float32 mono at sample_rate",
+        "max_abs_difference": diff,
+    }
+    atomic_write_text(Path(str(path) + ".json"), json.dumps(meta, indent=2))
+    return Path(path), diff
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the model's file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist (create it first)")
+
+
+def _write_model(path: Path, write: Any) -> None:
+    """``write(tmp)`` then rename: a failed export leaves no half file at ``path``."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _use_conv_stft(student: nn.Module) -> None:
+    """ONNX has no complex tensors: compute the front-end's power STFT as a strided conv1d with
+    windowed DFT kernels (same numbers as torch.stft(center=True, reflect) up to float error)."""
+    import types
+
+    frontend = getattr(student, "frontend", None)
+    cfg = getattr(frontend, "config", None)
+    if cfg is None or not hasattr(frontend, "power_spectrogram"):
+        raise ConfigError(
+            f"onnx export: the {student.name} front-end has no ONNX form; use --format torchscript"
+        )
+    n_fft, hop, win_length = int(cfg.n_fft), int(cfg.hop_length), int(cfg.win_length)
+    window = frontend.window.detach().to(torch.float64)
+    left = (n_fft - win_length) // 2
+    full = torch.zeros(n_fft, dtype=torch.float64)
+    full[left : left + window.numel()] = window
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
+    angle = 2 * math.pi * k * n / n_fft
+    kernels = torch.cat([torch.cos(angle) * full, -torch.sin(angle) * full])[:, None, :]
+    frontend.register_buffer("_dft_kernels", kernels.float(), persistent=False)
+    bins = n_fft // 2 + 1
+
+    def power_spectrogram(self: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
+        x = waveform
+        if cfg.preemphasis is not None:
+            x = x[:, 1:] - cfg.preemphasis * x[:, :-1]
+        x = torch.nn.functional.pad(x[:, None, :], (n_fft // 2, n_fft // 2), mode="reflect")
+        spec = torch.nn.functional.conv1d(x, self._dft_kernels, stride=hop)
+        return spec[:, :bins].square() + spec[:, bins:].square()
+
+    frontend.power_spectrogram = types.MethodType(power_spectrogram, frontend)
+
+
+def _onnx_difference(path: Path, example: torch.Tensor, expected: torch.Tensor) -> float:
+    try:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"waveform": example.numpy()})[0]
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        got = ReferenceEvaluator(str(path)).run(None, {"waveform": example.numpy()})[0]
+    return float(np.abs(np.asarray(got) - expected.numpy()).max())
