@@ -83,3 +83,32 @@ def test_an_executor_uses_its_own_teacher_pool(dataset, tmp_path):
     pool = TeacherPool()
     extract(dataset, SPEC, tmp_path / "e.zarr", _cfg(), executor=InProcess(pool))
     assert list(pool._teachers) == [(SPEC, "cpu", True)]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_clip_cache_skips_clips_already_embedded(dataset, reference, tmp_path, monkeypatch):
+    from east.clip_cache import ClipCache
+
+    cache = tmp_path / "clips"
+    first = tmp_path / "first.zarr"
+    extract(dataset, SPEC, first, _cfg(clip_cache=str(cache)), executor=InProcess())
+    _equal(first, reference[0])  # filling the cache changes nothing
+    assert ClipCache(cache).info().entries == 10  # every clip but the unreadable one
+    # a second dataset sharing the audio: nothing reaches the teacher
+    calls = []
+    original = tiny.TinyTeacher.embed
+
+    def counting(self, waves, lengths):  # (the probe of a new store is silence: not counted)
+        calls.extend([1] if bool(waves.abs().sum() > 0) else [])
+        return original(self, waves, lengths)
+
+    monkeypatch.setattr(tiny.TinyTeacher, "embed", counting)
+    second = tmp_path / "second.zarr"
+    for executor in (InProcess(), LocalProcesses(2)):
+        extract(
+            dataset, SPEC, second, _cfg(clip_cache=str(cache), overwrite=True), executor=executor
+        )
+        emb, ref = open_any(second), open_any(reference[0])
+        np.testing.assert_array_equal(emb.status, ref.status)
+        np.testing.assert_array_equal(emb.array("embeddings")[:], ref.array("embeddings")[:])
+    assert calls == []

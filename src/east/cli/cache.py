@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,7 +12,10 @@ from east.cli.common import console, err_console
 
 cache_app = typer.Typer(
     name="cache",
-    help="Inspect and verify embedding caches; store decoded audio (`east cache audio`).",
+    help=(
+        "Inspect and verify embedding caches (dataset stores and clip caches); store decoded "
+        "audio (`east cache audio`)."
+    ),
     no_args_is_help=True,
 )
 
@@ -34,13 +38,19 @@ def _stored_bytes(path: str) -> int | None:
 
 @cache_app.command("info")
 def info_command(
-    path: str = typer.Argument(..., help="Store path or URL."),
+    path: str = typer.Argument(..., help="Store path or URL, or a clip-cache folder."),
     failures: int = typer.Option(10, "--failures", help="How many failed clips to list."),
 ) -> None:
-    """What a store holds: teacher, dataset, shape, coverage, size and provenance."""
+    """What a store holds: teacher, dataset, shape, coverage, size and provenance (for a clip
+    cache: its identity groups with teacher, weights, entries and bytes)."""
     from rich.table import Table
 
     from east.cache_schema import EmbeddingStore, open_any
+    from east.clip_cache import is_clip_cache
+
+    if is_clip_cache(path):
+        _clip_info(path)
+        return
 
     store = open_any(path)
     status = store.status
@@ -85,7 +95,7 @@ def info_command(
 
 @cache_app.command("verify")
 def verify_command(
-    path: str = typer.Argument(..., help="Store path or URL."),
+    path: str = typer.Argument(..., help="Store path or URL, or a clip-cache folder."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Check provenance against it."),
     root: Path = typer.Option(None, "--root", help="Dataset root (with --dataset)."),
     option: list[str] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
@@ -93,16 +103,27 @@ def verify_command(
     repair: bool = typer.Option(
         False,
         "--repair",
-        help="Mark the clips of damaged chunks pending, so that `east extract` recomputes them.",
+        help=(
+            "Mark the clips of damaged chunks pending, so that `east extract` recomputes them "
+            "(clip cache: remove damaged entries and leftover temp files; recomputed on demand)."
+        ),
     ),
 ) -> None:
     """Read every written chunk and check it: checksum (missing, corrupt or changed objects),
-    NaN/Inf, frame counts and times, coverage and (with --dataset/--root) provenance.
+    NaN/Inf, frame counts and times, coverage and (with --dataset/--root) provenance. A clip
+    cache: read every entry against its checksum.
 
-    Exit 0 when sound, 1 when problems were found (each listed with its clips).
+    Exit 0 when sound, 1 when problems were found (each listed with its clips or entries).
     """
     from east.cache_schema import open_any, validate
+    from east.clip_cache import is_clip_cache
     from east.errors import EastError
+
+    if is_clip_cache(path):
+        if dataset or root or option:
+            raise EastError(f"{path} is a clip cache; --dataset/--root/--option check a store")
+        _clip_verify(path, repair)
+        return
 
     manifest = None
     if dataset or root:
@@ -148,6 +169,71 @@ def _repair(path: str, chunks: list[int]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _clip_info(path: str) -> None:
+    """``east cache info`` of a clip cache: one line per identity group."""
+    from east.clip_cache import ClipCache
+
+    summary = ClipCache(path, create=False).info()
+    console.print(
+        f"{summary.root}: clip cache version {summary.version}, {len(summary.groups)} groups, "
+        f"{summary.entries} entries, {_human(summary.bytes)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for g in summary.groups:
+        console.print(
+            f"  {g.id}  {_identity_words(g.identity)}  {g.entries} entries  {_human(g.bytes)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _identity_words(ident: dict[str, Any] | None) -> str:
+    """A group's identity as words: teacher, weights prefix, framing, dtype."""
+    if not ident:
+        return "? (identity.json missing or damaged)"
+    if ident.get("clip_level"):
+        framing = "clip level"
+    else:
+        framing = f"window {ident.get('window_s')} s hop {ident.get('hop_s')} s"
+    if ident.get("max_seconds") is not None:
+        framing += f", first {ident['max_seconds']} s"
+    return (
+        f"{ident.get('teacher')}  weights {str(ident.get('weights_sha256'))[:12]}  "
+        f"{ident.get('sample_rate')} Hz  {framing}  {ident.get('dtype')}"
+    )
+
+
+def _clip_verify(path: str, repair: bool) -> None:
+    """``east cache verify [--repair]`` of a clip cache."""
+    from east.clip_cache import ClipCache
+
+    cache = ClipCache(path, create=False)
+    report = cache.verify()
+    console.print(
+        f"{path}: {report.sound}/{report.entries} entries sound in {report.groups} groups",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if repair and (report.damaged or report.stale_temp):
+        entries, temps = cache.repair(report)
+        console.print(
+            f"repaired: removed {entries} damaged entries (recomputed on demand) and {temps} "
+            "leftover temp files",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not report.ok:
+        for problem in report.problems:
+            err_console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        if report.bad_identity:
+            console.print("note: a damaged identity.json is rewritten by the next put to its group")
+        raise typer.Exit(1)
+    console.print("[green]ok[/]")
 
 
 @cache_app.command("audio")

@@ -10,7 +10,9 @@ import typer
 from east.cli.common import console, err_console
 
 
-def default_store_path(cache_dir: str | Path, dataset: str, teacher: str) -> str:
+def default_store_path(
+    cache_dir: str | Path, dataset: str, teacher: str, known_here: bool = True
+) -> str:
     """``<cache-dir>/<dataset>/<teacher>.zarr`` (URL cache dirs stay URLs).
 
     A custom teacher spec (``torchscript:/path/m.pt``) is named after its declared name, so
@@ -18,7 +20,8 @@ def default_store_path(cache_dir: str | Path, dataset: str, teacher: str) -> str
     """
     from east.extract.teachers.registry import teacher_info
 
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", teacher_info(teacher).name)
+    declared = teacher_info(teacher).name if known_here else teacher  # (a service's teacher)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", declared)
     text = str(cache_dir).rstrip("/")
     return f"{text}/{dataset}/{name}.zarr"
 
@@ -73,6 +76,18 @@ def extract_command(
         help="On CPU, run the teacher as a frozen TorchScript graph where it has one (BN "
         "folded, conv+ReLU fused; same values within float rounding).",
     ),
+    clip_cache: Path = typer.Option(
+        None,
+        "--clip-cache",
+        help="A clip cache folder (docs/clip_cache.md): clips already embedded by this teacher "
+        "(by any dataset, or `east serve`) are read from it, new ones added.",
+    ),
+    server: str = typer.Option(
+        None, "--server", help="Embed through a running `east serve` at this URL (docs/serve.md)."
+    ),
+    token: str = typer.Option(
+        None, "--token", envvar="EAST_SERVE_TOKEN", help="Bearer token of --server."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract a teacher's time-indexed embeddings of every clip into a Zarr store.
@@ -88,7 +103,8 @@ def extract_command(
     if plugin:
         import_plugin(plugin)
     manifest = load_manifest(dataset, root, **parse_options(option))
-    path = store or default_store_path(cache_dir or default_cache_dir(), dataset, teacher)
+    base = cache_dir or default_cache_dir()
+    path = store or default_store_path(base, dataset, teacher, known_here=server is None)
     cfg = ExtractConfig(
         batch_size=batch_size,
         num_workers=num_workers,
@@ -102,16 +118,37 @@ def extract_command(
         retry_failed=retry_failed,
         optimize=optimize,
         progress=not quiet,
+        clip_cache=str(clip_cache) if clip_cache else None,
     )
     spec = TeacherSpec(teacher, str(weights) if weights else None, plugin)
     keep_freed_memory()  # this process is ours (see east.malloc)
-    summary = extract(manifest, spec, path, cfg, scheduler=scheduler)
+    executor = (
+        _remote(server, token, scheduler, weights, max_seconds, clip_cache) if server else None
+    )
+    summary = extract(manifest, spec, path, cfg, scheduler=scheduler, executor=executor)
     for clip, reason in summary.failures[:10]:
         err_console.print(f"[yellow]failed[/] {clip}: {reason}", highlight=False)
     if len(summary.failures) > 10:
         err_console.print(f"... and {len(summary.failures) - 10} more (east cache info {path})")
     err_console.print(summary.line(), highlight=False, soft_wrap=True)
     console.print(path, highlight=False, soft_wrap=True)
+
+
+def _remote(
+    server: str, token: str | None, scheduler: str | None, weights: str | None,
+    max_seconds: float | None, clip_cache: Path | None,
+) -> object:  # fmt: skip
+    """The executor of ``--server``; the options that only a local teacher has are refused."""
+    from east.errors import ConfigError
+    from east.extract.remote import Remote
+
+    for given, option in ((scheduler, "--scheduler"), (weights, "--weights"),
+                          (max_seconds, "--max-seconds"), (clip_cache, "--clip-cache")):  # fmt: skip
+        if given is not None:
+            raise ConfigError(f"{option} cannot be used with --server (the service has its own)")
+    if not server.startswith(("http://", "https://")):
+        raise ConfigError(f"--server {server!r}: give the service's URL, http://HOST:PORT")
+    return Remote(server, token)
 
 
 def register(app: typer.Typer) -> None:

@@ -152,8 +152,7 @@ class _BatchDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         batch = self.spec.decode(self.batches[index], self.paths)
         if not self.finish:  # a plain dict of tensors, so that the loader can pin them
-            return {"rows": batch.rows, "waveforms": batch.waveforms, "lengths": batch.lengths,
-                    "errors": batch.errors}  # fmt: skip
+            return {"batch": batch.fields()}
         teacher = self.spec.build_teacher(self.pool) if self.spec.kind == "embeddings" else None
         return {"results": self.spec.finish(batch, teacher, amp=False), "errors": batch.errors}
 
@@ -226,7 +225,7 @@ class LocalProcesses:
                     check_strict(item["errors"], store)
                 yield item["results"]
                 continue
-            batch = DecodedBatch(item["rows"], item["waveforms"], item["lengths"], item["errors"])
+            batch = DecodedBatch.of(item["batch"])
             if spec.strict:
                 check_strict(batch.errors, store)
             yield spec.finish(batch, teacher)

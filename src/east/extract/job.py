@@ -21,9 +21,10 @@ worker finds its parent's teachers there, a dask worker builds each once and kee
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,6 +187,16 @@ class DecodedBatch:
     waveforms: Any  # torch (B, L) float32, zero padded
     lengths: Any  # torch (B,) int64
     errors: dict[int, str]  # rows that failed to decode → reason
+    cached: dict[int, Any] = field(default_factory=dict)  # rows found in the clip cache
+    shas: dict[int, str] = field(default_factory=dict)  # file sha256 of rows to cache
+
+    def fields(self) -> dict[str, Any]:
+        """A plain dict of tensors (a DataLoader pins those), see :meth:`of`."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> DecodedBatch:
+        return cls(**item)
 
 
 def decode_clip(
@@ -373,6 +384,9 @@ class JobSpec:
     dtype: str = "float16"
     amp: bool = True
     strict: bool = False
+    # a clip cache (east.clip_cache) consulted before decoding and filled after embedding
+    clip_cache: str | None = None
+    clip_identity: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def build_teacher(self, pool: TeacherPool | None = None) -> Any:
         from east.settings import best_device
@@ -381,7 +395,38 @@ class JobSpec:
         return (pool or default_pool).get(self.teacher, best_device(self.device), self.optimize)
 
     def decode(self, rows: Sequence[int], paths: Sequence[str] | dict[int, str]) -> DecodedBatch:
-        return decode_batch(rows, paths, self.sample_rate, self.max_samples, self.max_seconds)
+        """Decode the batch's clips — those not already in the clip cache."""
+        if self.clip_cache is None:
+            return decode_batch(rows, paths, self.sample_rate, self.max_samples, self.max_seconds)
+        hits, shas, todo = self._lookup(rows, paths)
+        batch = decode_batch(todo, paths, self.sample_rate, self.max_samples, self.max_seconds)
+        batch.cached, batch.shas = hits, shas
+        return batch
+
+    def _lookup(
+        self, rows: Sequence[int], paths: Sequence[str] | dict[int, str]
+    ) -> tuple[dict[int, ClipResult], dict[int, str], list[int]]:
+        from east.clip_cache import sha256_file
+
+        cache, identity = _clip_cache(self.clip_cache), self.clip_identity
+        hits: dict[int, ClipResult] = {}
+        shas: dict[int, str] = {}
+        todo = []
+        for row in rows:
+            try:
+                sha = sha256_file(paths[row])
+            except OSError:  # (decoding reports the missing or unreadable file)
+                todo.append(row)
+                continue
+            entry = cache.get(sha, identity)
+            if entry is None:
+                shas[row] = sha
+                todo.append(row)
+            else:
+                nf = min(len(entry.embeddings), self.max_frames)
+                hits[row] = ClipResult(entry.embeddings[:nf].astype(self.dtype),
+                                       np.asarray(entry.frame_times[:nf]), entry.num_samples)  # fmt: skip
+        return hits, shas, todo
 
     def finish(
         self, batch: DecodedBatch, teacher: Any = None, amp: bool | None = None
@@ -394,7 +439,7 @@ class JobSpec:
                 n = int(batch.lengths[i])
                 out[row] = AudioClip(to_int16(batch.waveforms[i, :n].numpy()), n)
             return out
-        return embed_batch(
+        results = embed_batch(
             teacher if teacher is not None else self.build_teacher(),
             batch,
             max_frames=self.max_frames,
@@ -402,6 +447,35 @@ class JobSpec:
             amp=self.amp if amp is None else amp,
             strict=self.strict,
         )
+        if self.clip_cache is not None:
+            self._keep(results, batch.shas)
+            results.update(batch.cached)
+        return results
+
+    def _keep(self, results: dict[int, Any], shas: dict[int, str]) -> None:
+        """Put the newly computed clips into the clip cache (a failed write costs a later
+        recomputation, never this run)."""
+        from east.errors import CacheError
+
+        cache = _clip_cache(self.clip_cache)
+        for row, result in results.items():
+            if isinstance(result, ClipResult) and row in shas:
+                with contextlib.suppress(CacheError, ValueError):
+                    cache.put(shas[row], self.clip_identity, result.embedding,
+                              result.frame_times, result.num_samples)  # fmt: skip
+
+
+_CLIP_CACHES: dict[str, Any] = {}
+
+
+def _clip_cache(root: str | None) -> Any:
+    """The process's handle of the clip cache at ``root`` (opened once)."""
+    from east.clip_cache import ClipCache
+
+    assert root is not None
+    if root not in _CLIP_CACHES:
+        _CLIP_CACHES[root] = ClipCache(root)
+    return _CLIP_CACHES[root]
 
 
 # ---------------------------------------------------------------------------- chunk assembly

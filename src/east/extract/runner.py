@@ -90,6 +90,7 @@ class ExtractConfig:
     optimize: bool = True  # CPU: the teacher's frozen TorchScript inference graph, if it has one
     progress: bool = True
     storage_options: dict[str, Any] | None = None
+    clip_cache: str | None = None  # a clip cache folder (east.clip_cache) to consult and fill
 
     def __post_init__(self) -> None:
         """Refuse impossible values in one line, named as the command-line options."""
@@ -281,7 +282,10 @@ def extract(
         paths = [str(manifest.audio_path(i)) for i in range(len(manifest))]
         pool = getattr(executor, "pool", default_pool)  # (a local executor's own teachers)
         scan = cfg.overwrite or state != "store"
-        model, hints = _teacher_and_hints(pool, key, paths, cfg, scan)
+        if hasattr(executor, "teacher"):  # a service's teacher: its facts come from there
+            model, hints = executor.teacher(spec), None
+        else:
+            model, hints = _teacher_and_hints(pool, key, paths, cfg, scan)
         store = prepare_store(manifest, path, spec, model, cfg, hints)
         job = JobSpec(
             kind="embeddings",
@@ -295,8 +299,20 @@ def extract(
             dtype=str(store.attrs["dtype"]),
             amp=cfg.amp,
             strict=cfg.strict,
+            **_clip_cache_fields(cfg, model, str(store.attrs["dtype"])),
         )
         return _run(store, job, executor, manifest, paths, cfg, t0, on_progress)
+
+
+def _clip_cache_fields(cfg: ExtractConfig, teacher: Any, dtype: str) -> dict[str, Any]:
+    """The job's clip cache and the teacher identity its entries are kept under."""
+    if cfg.clip_cache is None:
+        return {}
+    from east.clip_cache import ClipCache, identity_of
+
+    ClipCache(cfg.clip_cache)  # refuses a path that is not a clip cache, before any work
+    identity = identity_of(teacher, dtype=dtype, max_seconds=cfg.max_seconds)
+    return {"clip_cache": str(cfg.clip_cache), "clip_identity": identity}
 
 
 def executor_for(cfg: ExtractConfig, scheduler: str | None = None) -> Executor:
