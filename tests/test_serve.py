@@ -321,3 +321,44 @@ def test_batches_on_dask_workers_give_the_same_rows(data, local_store):
                                           store.read([row]).embeddings[0, :nf])  # fmt: skip
     finally:
         assert srv.stop(signal.SIGINT) == 0  # Ctrl-C stops as gracefully as SIGTERM
+
+
+@pytest.mark.shared
+def test_real_tagger_on_real_clips_equals_east_extract(esc50_root, tagger_weights, tmp_path):
+    """The real fcn-msd tagger on 32 real ESC-50 clips: 16 concurrent clients get the rows
+    `east extract` writes (within float16 rounding)."""
+    root = tmp_path / "real"
+    clips = sorted((esc50_root / "audio").glob("*"))[:32]
+    for i, clip in enumerate(clips):
+        folder = root / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / clip.name).symlink_to(clip)
+    env = east_env(EAST_WEIGHTS_DIR=str(tagger_weights.parent))
+    store = tmp_path / "s.zarr"
+    made = east("extract", "--teacher", "fcn-msd", "--dataset", "folder", "--root", root,
+                "--store", store, "-q", env=env)  # fmt: skip
+    assert made.code == 0, str(made)
+    cmd = [sys.executable, "-m", "east", "serve", "--teacher", "fcn-msd", "--port", "0",
+           "--decode-workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "serving on" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+        url = line.split("serving on", 1)[1].strip()
+        files = sorted(root.rglob("*.flac")) or sorted(root.rglob("*.*"))
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda f: _post(url, f.read_bytes(), "fcn-msd"), files))
+        ref = open_store(store)
+        for path, answer in zip(files, answers, strict=True):
+            assert answer.status_code == 200, answer.text
+            row = ref.clip_ids.index(f"{path.parent.name}/{path.stem}")
+            want = ref.read([row])
+            nf = int(want.num_frames[0])
+            got = np.asarray(answer.json()["embeddings"], np.float32)
+            assert got.shape == want.embeddings[0, :nf].shape
+            np.testing.assert_allclose(got, want.embeddings[0, :nf], atol=2e-3, rtol=2e-3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
