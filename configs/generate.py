@@ -25,17 +25,13 @@ from typing import Any
 
 import yaml
 
+from east.experiments import PAPER1, PAPER1_TEACHERS, PAPER2
+from east.systems import list_systems, system_info
+
 HERE = Path(__file__).resolve().parent
 
-PAPER1_SYSTEMS = ["teacher_lr", "kd", "east_cos_diff", "east_final", "east_all", "east_kd"]
-PAPER1_TEACHERS = ["vggish", "openl3", "passt", "panns"]
-PAPER2_SYSTEMS = ["teacher_lr", "east_fitnet", "east_fitnet_linear", "east_dc", "east_dc_linear"]
+# The grid (which dataset runs which students, teachers and systems) is east.experiments';
 # DisCogs (the fourth paper-2 teacher) has no loader in east: no public PyTorch weights.
-PAPER2_TEACHERS = {
-    "mtat": ["passt", "panns", "mule"],
-    "esc50": ["passt", "mule"],
-    "fma_small": ["passt", "mule"],
-}
 
 DATASETS: dict[str, dict[str, Any]] = {
     "openmic": {"name": "openmic", "root": "data/openmic-2018", "options": {}},
@@ -49,9 +45,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     "fma_small": {"name": "fma_small", "root": "data/fma", "options": {}},
 }
 
-PAPER1 = {
+PAPER1_SETTINGS = {
     "openmic": {
-        "student": {"name": "cp_resnet", "kwargs": {"rho": 7, "base_channels": 128}},
+        "student_kwargs": {"rho": 7, "base_channels": 128},
         "lambda": {"vggish": 0.8, "openl3": 0.8, "passt": 0.9, "panns": 0.9},
         "scheduler": {"factor": 0.2, "patience": 8},
         "early_stopping": {"patience": 15},
@@ -60,7 +56,7 @@ PAPER1 = {
         "teacher_lr_max_steps": 80_000,
     },
     "mtat": {
-        "student": {"name": "mobile_fcn", "kwargs": {}},
+        "student_kwargs": {},
         "lambda": dict.fromkeys(PAPER1_TEACHERS, 0.6),
         "scheduler": {"factor": 0.2, "patience": 5},
         "early_stopping": {"patience": 12},
@@ -69,15 +65,9 @@ PAPER1 = {
     },
 }
 
-PAPER2_STUDENTS = {
-    "short_chunk_cnn": {
-        "student": {"name": "short_chunk_cnn", "kwargs": {}},
-        "crop": {"mode": "fixed", "seconds": 3.69, "position": "random"},
-    },
-    "harmonic_cnn": {
-        "student": {"name": "harmonic_cnn", "kwargs": {}},
-        "crop": {"mode": "fixed", "seconds": 5.0, "position": "random"},
-    },
+PAPER2_CROPS = {  # their authors' input lengths, by student
+    "short_chunk_cnn": {"mode": "fixed", "seconds": 3.69, "position": "random"},
+    "harmonic_cnn": {"mode": "fixed", "seconds": 5.0, "position": "random"},
 }
 
 
@@ -116,16 +106,17 @@ def student_config(
 ) -> dict[str, Any]:
     cfg = base(dataset, system, output_dir)
     cfg["student"] = student
-    if system == "teacher_lr":
+    info = system_info(system)
+    if info.probe:
         cfg["teachers"] = cache(dataset, teacher)  # type: ignore[arg-type]
         cfg["teacher_lr"] = {"lr": 0.1, "factor": 0.1, "patience": 1, "early_stopping": 3}
         cfg["loss"] = {"lambda": 0.0}
         return cfg
     if teacher is not None:
         cfg["teachers"] = cache(dataset, teacher)
-    if system in ("kd", "east_kd"):
+    if info.needs_probe:
         cfg["teacher_lr_run"] = teacher_lr_run(output_dir, teacher)  # type: ignore[arg-type]
-    cfg["loss"] = {"lambda": 0.0 if system == "baseline" else lam, "tau": 2.0, "kd_weight": 0.3}
+    cfg["loss"] = {"lambda": lam if info.regularized else 0.0, "tau": 2.0, "kd_weight": 0.3}
     cfg["scheduler"] = scheduler
     cfg["early_stopping"] = early_stopping
     cfg["train"]["max_steps"] = max_steps
@@ -138,10 +129,11 @@ def student_config(
 
 def paper1() -> dict[str, dict[str, Any]]:
     out = {}
-    for dataset, p in PAPER1.items():
+    for exp in PAPER1:
+        dataset, p = exp.dataset, PAPER1_SETTINGS[exp.dataset]
         out_dir = f"runs/paper1/{dataset}"
         common = dict(
-            student=p["student"],
+            student={"name": exp.student, "kwargs": p["student_kwargs"]},
             scheduler=p["scheduler"],
             early_stopping=p["early_stopping"],
             max_steps=p["max_steps"],
@@ -150,8 +142,8 @@ def paper1() -> dict[str, dict[str, Any]]:
         out[f"paper1/{dataset}/baseline.yaml"] = student_config(
             dataset, "baseline", None, out_dir, lam=0.0, **common
         )
-        for teacher in PAPER1_TEACHERS:
-            for system in PAPER1_SYSTEMS:
+        for teacher in exp.teachers:
+            for system in exp.teacher_systems:
                 out[f"paper1/{dataset}/{system}_{teacher}.yaml"] = student_config(
                     dataset, system, teacher, out_dir, lam=p["lambda"][teacher], **common
                 )
@@ -160,27 +152,25 @@ def paper1() -> dict[str, dict[str, Any]]:
 
 def paper2() -> dict[str, dict[str, Any]]:
     out = {}
-    mtat = PAPER1["mtat"]
-    for dataset, teachers in PAPER2_TEACHERS.items():
-        students = ["short_chunk_cnn", "harmonic_cnn"] if dataset == "mtat" else ["short_chunk_cnn"]
-        for student in students:
-            s = PAPER2_STUDENTS[student]
-            out_dir = f"runs/paper2/{dataset}/{student}"
-            common = dict(
-                student=s["student"],
-                scheduler=mtat["scheduler"],
-                early_stopping=mtat["early_stopping"],
-                max_steps=mtat["max_steps"],
-                crop=s["crop"],
-            )
-            out[f"paper2/{dataset}/{student}/baseline.yaml"] = student_config(
-                dataset, "baseline", None, out_dir, lam=0.0, **common
-            )
-            for teacher in teachers:
-                for system in PAPER2_SYSTEMS:
-                    out[f"paper2/{dataset}/{student}/{system}_{teacher}.yaml"] = student_config(
-                        dataset, system, teacher, out_dir, lam=0.6, **common
-                    )
+    mtat = PAPER1_SETTINGS["mtat"]
+    for exp in PAPER2:
+        dataset, student = exp.dataset, exp.student
+        out_dir = f"runs/paper2/{dataset}/{student}"
+        common = dict(
+            student={"name": student, "kwargs": {}},
+            scheduler=mtat["scheduler"],
+            early_stopping=mtat["early_stopping"],
+            max_steps=mtat["max_steps"],
+            crop=PAPER2_CROPS[student],
+        )
+        out[f"paper2/{dataset}/{student}/baseline.yaml"] = student_config(
+            dataset, "baseline", None, out_dir, lam=0.0, **common
+        )
+        for teacher in exp.teachers:
+            for system in exp.teacher_systems:
+                out[f"paper2/{dataset}/{student}/{system}_{teacher}.yaml"] = student_config(
+                    dataset, system, teacher, out_dir, lam=0.6, **common
+                )
     return out
 
 
@@ -196,22 +186,12 @@ def here() -> dict[str, dict[str, Any]]:
     accuracy still improves."""
     out = {}
     out_dir = "runs/esc50_fold4"
-    for system in [
-        "baseline",
-        "teacher_lr",
-        "kd",
-        "east_cos_diff",
-        "east_final",
-        "east_all",
-        "east_kd",
-        "east_fitnet",
-        "east_fitnet_linear",
-        "east_dc_linear",
-    ]:
+    # every system but east_dc (paper 2's name for east_final's loss)
+    for system in list_systems(lambda s: s.name != "east_dc"):
         cfg = student_config(
             "esc50",
             system,
-            None if system == "baseline" else "fcn-msd",
+            "fcn-msd" if system_info(system).uses_teachers else None,
             out_dir,
             student={"name": "mobile_fcn", "kwargs": {}},
             lam=0.6,
@@ -230,7 +210,9 @@ def here() -> dict[str, dict[str, Any]]:
             },
         }
         cfg["train"].update(num_workers=1, max_epochs=40)
-        if system != "teacher_lr":  # the probe keeps its own SGD schedule (cfg["teacher_lr"])
+        if system_info(
+            system
+        ).trains_student:  # the probe keeps its own SGD schedule (cfg["teacher_lr"])
             cfg["train"]["max_epochs"] = 24
             cfg["optimizer"] = {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4}
             cfg["student"]["kwargs"] = {"dropout": 0.1}

@@ -25,6 +25,16 @@ import soxr
 
 from east.errors import AudioError
 
+__all__ = [
+    "MAX_PEAK",
+    "CropMode",
+    "audio_info",
+    "crop_or_pad",
+    "load_audio",
+    "num_samples",
+    "quiet_native_stderr",
+]
+
 CropMode = Literal["start", "center", "random"]
 
 # libsndfile logs "data : <declared> (should be <actual>)" when a WAV file ends before the

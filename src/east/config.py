@@ -3,7 +3,7 @@ one-line errors.
 
 A config says everything a run needs (see ``configs/`` and ``docs/training.md``)::
 
-    system: east_final            # one of east.train.systems.SYSTEMS
+    system: east_final            # one of east.systems.SYSTEMS
     seed: 1223
     dataset: {name: esc50, root: ../shared/data/esc50-fold4, options: {}, train_fraction: 1.0}
     student: {name: mobile_fcn, kwargs: {}}
@@ -30,6 +30,7 @@ the key or the file:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from east.errors import ConfigError
+from east.systems import SystemInfo, list_systems, system_info
 
 __all__ = [
     "EMBEDDING_SYSTEMS",
@@ -61,24 +63,12 @@ __all__ = [
     "parse_override",
 ]
 
-SYSTEM_NAMES = (
-    "baseline",
-    "teacher_lr",
-    "kd",
-    "east_cos_diff",
-    "east_final",
-    "east_all",
-    "east_kd",
-    "east_fitnet",
-    "east_fitnet_linear",
-    "east_dc",
-    "east_dc_linear",
-)
+SYSTEM_NAMES = list_systems()  # the papers' order (east.systems registers them)
 # Systems that read teacher embeddings while training the student.
 # (kd too: the teacher_lr probe turns them into soft targets on the fly, mixup included).
-EMBEDDING_SYSTEMS = frozenset(SYSTEM_NAMES) - {"baseline"}
+EMBEDDING_SYSTEMS = frozenset(list_systems(lambda s: s.uses_teachers))
 # Systems that take soft targets from a finished teacher_lr run.
-SOFT_TARGET_SYSTEMS = frozenset({"kd", "east_kd"})
+SOFT_TARGET_SYSTEMS = frozenset(list_systems(lambda s: s.needs_probe))
 
 
 class _Strict(BaseModel):
@@ -232,21 +222,29 @@ class RunConfig(_Strict):
             raise ValueError(f"{value!r} is not a folder name (no '/', not '..')")
         return value
 
+    @property
+    def system_info(self) -> SystemInfo:
+        """The registry record of ``system`` (east.systems)."""
+        return system_info(self.system)
+
     @model_validator(mode="after")
     def _system_needs(self) -> RunConfig:
+        info = self.system_info
         if self.teachers and sum(t.weight for t in self.teachers) <= 0:
             raise ValueError("teachers: every teacher weight is 0; give one a positive weight")
-        if self.system in EMBEDDING_SYSTEMS and not self.teachers:
+        if info.uses_teachers and not self.teachers:
             raise ValueError(f"teachers: system '{self.system}' needs at least one teacher cache")
-        if self.system == "teacher_lr" and len(self.teachers) != 1:
-            raise ValueError("teachers: system 'teacher_lr' trains on exactly one teacher cache")
-        if self.system in SOFT_TARGET_SYSTEMS and self.teacher_lr_run is None:
+        if info.probe and len(self.teachers) != 1:
+            raise ValueError(
+                f"teachers: system '{self.system}' trains on exactly one teacher cache"
+            )
+        if info.needs_probe and self.teacher_lr_run is None:
             raise ValueError(
                 f"teacher_lr_run: system '{self.system}' takes soft targets from a teacher_lr run"
             )
-        if self.system == "baseline" and self.loss.lam != 0.0:
+        if not info.uses_teachers and self.loss.lam != 0.0:
             raise ValueError("loss.lambda: the baseline has no L_reg; set lambda to 0")
-        if self.system not in ("baseline", "teacher_lr") and self.loss.lam == 0.0:
+        if info.regularized and self.loss.lam == 0.0:
             raise ValueError(f"loss.lambda: system '{self.system}' needs lambda > 0")
         return self
 
@@ -254,8 +252,8 @@ class RunConfig(_Strict):
         if self.name:
             return self.name
         teacher = "-".join(t.cache.stem for t in self.teachers) if self.teachers else "none"
-        if self.system == "teacher_lr":  # no student: the probe depends on the teacher only
-            return f"teacher_lr_{teacher}_s{self.seed}"
+        if self.system_info.probe:  # no student: the probe depends on the teacher only
+            return f"{self.system}_{teacher}_s{self.seed}"
         return f"{self.system}_{self.student.name}_{teacher}_s{self.seed}"
 
     def to_yaml_dict(self) -> dict[str, Any]:
@@ -404,7 +402,7 @@ def check_resources(cfg: RunConfig, manifest: Any, sample_rate: int | None = Non
         stores.append(store)
     if cfg.dataset.audio_cache is not None:
         check_audio_cache(cfg, manifest, sample_rate)
-    if cfg.system in SOFT_TARGET_SYSTEMS and cfg.teacher_lr_run is not None:
+    if cfg.system_info.needs_probe and cfg.teacher_lr_run is not None:
         _check_teacher_lr_run(cfg, manifest, stores)
     return stores
 
@@ -477,9 +475,8 @@ def _check_teacher_lr_run(cfg: RunConfig, manifest: Any, stores: list[Any]) -> N
     if not run_dir.config.is_file() or not run_dir.best.is_file():
         raise ConfigError(f"teacher_lr_run: {run}: not a finished run (no config.yaml/best.pt)")
     other = run_dir.read_config()
-    if other.system != "teacher_lr":
+    if not other.system_info.probe:
         raise ConfigError(f"teacher_lr_run: {run} is a '{other.system}' run, not teacher_lr")
-    import json
 
     info_path = run_dir.run_info
     try:

@@ -22,6 +22,7 @@ with the real pre-trained ``fcn-msd`` music tagger as the teacher (weights from
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -38,7 +39,16 @@ from torch import Tensor, nn
 from east.cli.common import console
 from east.errors import EastError
 from east.run_dir import RunDir
+from east.systems import system_info
 from east.testing.layouts import ESC50_CATEGORIES, write_audio, write_esc50_meta
+
+__all__ = [
+    "SAMPLE_RATE",
+    "SYSTEMS",
+    "DemoTeacher",
+    "main",
+    "run_demo",
+]
 
 SAMPLE_RATE = 16000
 SYSTEMS = ("baseline", "teacher_lr", "east_final", "east_kd")
@@ -263,9 +273,10 @@ def _write_config(
     options: dict,
     runs: Path,
     epochs: int,
-    teacher_lr_run: Path | None,
+    teacher_lr_run: Path,
     seed: int,
 ) -> Path:
+    info = system_info(system)
     config: dict = {
         "name": f"{system}_s{seed}",
         "system": system,
@@ -275,10 +286,8 @@ def _write_config(
         "dataset": {"name": "esc50", "root": str(dataset_root), "options": options},
         # dropout 0.1 instead of the reference 0.5: the demo trains for ~200 steps, not 100k
         "student": {"name": "mobile_fcn", "kwargs": {"dropout": 0.1}},
-        "teachers": []
-        if system == "baseline"
-        else [{"cache": str(cache), "rescale": "standardize"}],
-        "loss": {"lambda": 0.0 if system == "baseline" else 0.6, "tau": 2.0, "kd_weight": 0.3},
+        "teachers": [{"cache": str(cache), "rescale": "standardize"}] if info.uses_teachers else [],
+        "loss": {"lambda": 0.6 if info.regularized else 0.0, "tau": 2.0, "kd_weight": 0.3},
         "optimizer": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4},
         "scheduler": {"factor": 0.2, "patience": 4, "monitor": "val_metric"},
         # patience > the ~5 epochs BatchNorm statistics need on so few steps per epoch
@@ -291,7 +300,7 @@ def _write_config(
             "log_every": 10,
         },
     }
-    if teacher_lr_run is not None:
+    if info.needs_probe:
         config["teacher_lr_run"] = str(teacher_lr_run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -354,10 +363,11 @@ def run_demo(out: Path, *, real: bool = False, epochs: int = 20, seed: int = 122
     cache = cache_dir / "esc50" / ("fcn-msd.zarr" if real else "demo-teacher.zarr")
     _east("cache", "verify", str(cache))
 
-    console.print("[4/5] stage 2: east train (Baseline, Teacher_LR, EAsT_Final, EAsT_KD)")
+    labels = ", ".join(system_info(s).label for s in SYSTEMS)
+    console.print(f"[4/5] stage 2: east train ({labels})")
     runs = out / "runs"
     configs = out / "configs"
-    teacher_lr_run = runs / f"teacher_lr_s{seed}"
+    teacher_lr_run = runs / f"teacher_lr_s{seed}"  # the probe's run (named by _write_config)
     for system in SYSTEMS:
         run_dir = runs / f"{system}_s{seed}"
         if RunDir(run_dir).finished:
@@ -371,7 +381,7 @@ def run_demo(out: Path, *, real: bool = False, epochs: int = 20, seed: int = 122
             options,
             runs,
             epochs,
-            teacher_lr_run if system == "east_kd" else None,
+            teacher_lr_run,
             seed,
         )
         _east("train", "--config", str(config), "--quiet")
@@ -387,8 +397,6 @@ def run_demo(out: Path, *, real: bool = False, epochs: int = 20, seed: int = 122
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m east.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     parser.add_argument("--real", action="store_true", help="ESC-50 fold 4 + fcn-msd")

@@ -260,6 +260,25 @@ class LogMelFrontend(nn.Module):
         )
         # float64 so double-precision input gets an exact bank; cast to the input dtype in use
         self.register_buffer("mel_bank", torch.from_numpy(bank), persistent=False)
+        self.conv_stft = False  # see use_conv_stft
+
+    def use_conv_stft(self) -> LogMelFrontend:
+        """Export mode for ONNX, which has no complex tensors: the power STFT becomes a strided
+        conv1d with windowed DFT kernels (the numbers of ``torch.stft(center=True, reflect)`` up
+        to float error). Returns ``self``; a front-end stays in this mode."""
+        cfg = self.config
+        n_fft, win_length = int(cfg.n_fft), int(cfg.win_length)
+        window = self.window.detach().to(torch.float64)
+        left = (n_fft - win_length) // 2
+        full = torch.zeros(n_fft, dtype=torch.float64)
+        full[left : left + window.numel()] = window
+        k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+        n = torch.arange(n_fft, dtype=torch.float64)[None, :]
+        angle = 2 * math.pi * k * n / n_fft
+        kernels = torch.cat([torch.cos(angle) * full, -torch.sin(angle) * full])[:, None, :]
+        self.register_buffer("_dft_kernels", kernels.float(), persistent=False)
+        self.conv_stft = True
+        return self
 
     @property
     def hop_seconds(self) -> float:
@@ -281,6 +300,11 @@ class LogMelFrontend(nn.Module):
         x = waveform
         if cfg.preemphasis is not None:
             x = x[:, 1:] - cfg.preemphasis * x[:, :-1]
+        if self.conv_stft:
+            n_fft, bins = cfg.n_fft, cfg.n_fft // 2 + 1
+            x = torch.nn.functional.pad(x[:, None, :], (n_fft // 2, n_fft // 2), mode="reflect")
+            spec = torch.nn.functional.conv1d(x, self._dft_kernels, stride=cfg.hop_length)
+            return spec[:, :bins].square() + spec[:, bins:].square()
         spec = torch.stft(
             x,
             n_fft=cfg.n_fft,

@@ -35,6 +35,7 @@ layouts, teacher weights in the weights directory (``--weights`` / ``EAST_WEIGHT
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import datetime as _dt
 import json
@@ -48,7 +49,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from east.errors import EastError
+from east.experiments import EXTENSION, GENERALIZABILITY, LIMITED, PAPER1, PAPER2, Experiment
 from east.run_dir import RunDir
+from east.systems import system_info
+
+__all__ = [
+    "EXTENSION_TEACHERS",
+    "Missing",
+    "Options",
+    "Planner",
+    "Step",
+    "TrainRun",
+    "WeightsCheck",
+    "build_plan",
+    "config_path",
+    "execute",
+    "main",
+    "missing_items",
+    "parse_args",
+    "run",
+    "show",
+]
 
 # ------------------------------------------------------------------------------ the papers
 
@@ -74,47 +95,21 @@ DATASET_SOURCES = {
     "fma_small": "FMA-small from https://github.com/mdeff/fma (fma_small.zip and fma_metadata.zip)",
 }
 
-PAPER1_DATASETS = ("openmic", "mtat")
-PAPER1_TEACHERS = ("vggish", "openl3", "passt", "panns")
-PAPER1_SYSTEMS = ("teacher_lr", "kd", "east_cos_diff", "east_final", "east_all", "east_kd")
-LIMITED_FRACTIONS = (0.25, 0.5, 0.75)
-LIMITED_TEACHERS = ("vggish", "passt")
-LIMITED_SYSTEMS = ("teacher_lr", "kd", "east_cos_diff", "east_final")  # + baseline
-
-PAPER2_SETUPS = {  # dataset → (students, teachers)
-    "mtat": (("short_chunk_cnn", "harmonic_cnn"), ("passt", "panns", "mule")),
-    "esc50": (("short_chunk_cnn",), ("passt", "mule")),
-    "fma_small": (("short_chunk_cnn",), ("passt", "mule")),
-}
-PAPER2_SYSTEMS = ("teacher_lr", "east_fitnet", "east_fitnet_linear", "east_dc", "east_dc_linear")
-GENERALIZABILITY = ("mtat", "short_chunk_cnn", ("passt", "mule"), "openmic")
-LABEL_MAP = "label_maps/mtat_to_openmic.yaml"  # under the configs folder
-
+# the grid of every experiment is east.experiments' (configs/generate.py and the report read it)
 # our extension: the real pre-trained music taggers that load offline (../shared/weights)
-EXTENSION_TEACHERS = ("fcn-msd", "musicnn-jamendo")
-EXTENSION_DATASETS = ("esc50", "fma_small", "mtat")
-EXTENSION_STUDENT = "short_chunk_cnn"
-EXTENSION_TEMPLATE_TEACHER = "passt"  # its paper-2 configs are reused with the tagger's cache
-# the taggers' post-ReLU embeddings are tiny (|x| ~ 0.003): z-score them per dimension, as the
-# ESC-50 tagger configs of configs/generate.py do (without it the Teacher_LR probe stays at chance)
-EXTENSION_SETS = ("teachers.0.rescale=standardize",)
+EXTENSION_TEACHERS = EXTENSION.teachers
 
 
 # config keys that RunConfig.run_name() reads
 NAME_KEYS = ("name", "system", "teachers", "student", "seed")
 
 
-def paper1_config(dataset: str, system: str, teacher: str | None) -> str:
-    return (
-        f"paper1/{dataset}/baseline.yaml"
-        if system == "baseline"
-        else (f"paper1/{dataset}/{system}_{teacher}.yaml")
-    )
-
-
-def paper2_config(dataset: str, student: str, system: str, teacher: str | None) -> str:
-    name = "baseline" if system == "baseline" else f"{system}_{teacher}"
-    return f"paper2/{dataset}/{student}/{name}.yaml"
+def config_path(exp: Experiment, system: str, teacher: str | None) -> str:
+    """The config ``configs/generate.py`` writes for one cell of an experiment."""
+    name = f"{system}_{teacher}" if system_info(system).uses_teachers else "baseline"
+    if exp.paper == "paper1":
+        return f"paper1/{exp.dataset}/{name}.yaml"
+    return f"{exp.paper}/{exp.dataset}/{exp.student}/{name}.yaml"
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -130,6 +125,19 @@ class Missing:
         return f"{self.kind} {self.name}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class TrainRun:
+    """What a train step trains: one cell of an experiment (east.experiments) and a seed."""
+
+    config: str  # under the configs folder
+    system: str
+    dataset: str
+    student: str
+    teacher: str | None
+    seed: int
+    fraction: float = 1.0
+
+
 @dataclass
 class Step:
     id: str
@@ -142,6 +150,7 @@ class Step:
     run_dir: Path | None = None  # train steps
     store: Path | None = None  # extract steps
     resume_argv: list[str] | None = None  # an interrupted training run
+    run: TrainRun | None = None  # train steps
 
     @property
     def finished(self) -> bool:
@@ -340,35 +349,32 @@ class Planner:
     def train(
         self,
         group: str,
-        config: str,
-        dataset: str,
+        run: TrainRun,
         out: Path,
         *,
-        teacher: str | None = None,
-        seed: int,
-        fraction: float = 1.0,
         teacher_lr: Step | None = None,
         extra: Sequence[str] = (),
     ) -> Step:
-        path = self.opts.configs / config
+        path = self.opts.configs / run.config
+        dataset, fraction, seed = run.dataset, run.fraction, run.seed
         sets = [f"dataset.root={self.root(dataset)}", f"device={self.opts.device}", f"seed={seed}"]
         sets += [f"dataset.options.{k}={v}" for k, v in self.dataset_overrides(dataset).items()]
         if fraction != 1.0:
             sets.append(f"dataset.train_fraction={fraction:g}")
         after = []
         needs = [m for m in (self.data(dataset),) if m is not None]
-        if teacher is not None:
-            sets.append(f"teachers.0.cache={self.store(dataset, teacher)}")
-            after.append(self.extract(dataset, teacher).id)
+        if run.teacher is not None:
+            sets.append(f"teachers.0.cache={self.store(dataset, run.teacher)}")
+            after.append(self.extract(dataset, run.teacher).id)
         if teacher_lr is not None:
             assert teacher_lr.run_dir is not None
             sets.append(f"teacher_lr_run={teacher_lr.run_dir}")
             after.append(teacher_lr.id)
         sets += [*extra, *self.opts.sets]  # the user's overrides win
         if not path.is_file():
-            sid = f"train {config} seed {seed} fraction {fraction:g}"
+            sid = f"train {run.config} seed {seed} fraction {fraction:g}"
             needs.append(
-                Missing("config", config, f"{path} not found (python configs/generate.py)")
+                Missing("config", run.config, f"{path} not found (python configs/generate.py)")
             )
             return self.add(
                 Step(
@@ -378,6 +384,7 @@ class Planner:
                     [*self.opts.east_cmd(), "train", "--config", str(path)],
                     needs=needs,
                     after=after,
+                    run=run,
                 )
             )
         name = self.run_name(path, sets)
@@ -398,14 +405,13 @@ class Planner:
                 marker=RunDir(run_dir).test_results,
                 run_dir=run_dir,
                 resume_argv=resume,
+                run=run,
             )
         )
 
     def run_name(self, path: Path, sets: Sequence[str]) -> str:
         """The run directory name ``east train`` will use (east.config decides it), from the
         config parsed once per file and the overrides that can change the name."""
-        import copy
-
         import yaml
 
         from east.config import load_config_dict
@@ -421,103 +427,95 @@ class Planner:
 
     # ---------------------------------------------------------------- the papers
 
+    def experiment(
+        self,
+        group: str,
+        exp: Experiment,
+        out: Path,
+        seed: int,
+        *,
+        teachers: Sequence[str] | None = None,
+        systems: Sequence[str] | None = None,
+        fraction: float = 1.0,
+        config_teacher: str | None = None,
+        extra: Sequence[str] = (),
+        baseline: bool = True,
+    ) -> None:
+        """The train steps of one experiment and seed: its baseline, then per teacher the
+        Teacher_LR probe and the systems (KD and EAsT_KD read the probe)."""
+        systems = tuple(systems if systems is not None else exp.systems)
+
+        def cell(system: str, teacher: str | None) -> TrainRun:
+            config = config_path(exp, system, config_teacher or teacher)
+            return TrainRun(config, system, exp.dataset, exp.student, teacher, seed, fraction)
+
+        if baseline and "baseline" in systems:
+            self.train(group, cell("baseline", None), out)
+        for teacher in exp.teachers if teachers is None else teachers:
+            probe: Step | None = None
+            for system in systems:
+                info = system_info(system)
+                if not info.uses_teachers:
+                    continue
+                step = self.train(
+                    group,
+                    cell(system, teacher),
+                    out,
+                    teacher_lr=probe if info.needs_probe else None,
+                    extra=extra,
+                )
+                probe = step if info.probe else probe
+
     def paper1(self) -> None:
-        for dataset in PAPER1_DATASETS:
-            for teacher in PAPER1_TEACHERS:
-                self.extract(dataset, teacher)
-        for fraction in (1.0, *LIMITED_FRACTIONS):
-            for dataset in PAPER1_DATASETS:
-                out = self.opts.runs / "paper1" / dataset
-                group = "paper1"
-                teachers, systems = PAPER1_TEACHERS, PAPER1_SYSTEMS
-                if fraction != 1.0:
+        for exp in PAPER1:
+            for teacher in exp.teachers:
+                self.extract(exp.dataset, teacher)
+        for fraction in (1.0, *LIMITED.fractions):
+            for exp in PAPER1:
+                out = self.opts.runs / "paper1" / exp.dataset
+                if fraction == 1.0:
+                    group, teachers, systems = "paper1", exp.teachers, exp.systems
+                else:
                     out = out / f"frac{round(fraction * 100)}"
-                    group = "limited"
-                    teachers, systems = LIMITED_TEACHERS, LIMITED_SYSTEMS
+                    group, teachers, systems = "limited", LIMITED.teachers, LIMITED.systems
                 for seed in self.opts.seeds:
-                    self.train(
-                        group,
-                        paper1_config(dataset, "baseline", None),
-                        dataset,
-                        out,
-                        seed=seed,
-                        fraction=fraction,
+                    self.experiment(
+                        group, exp, out, seed, teachers=teachers, systems=systems, fraction=fraction
                     )
-                    for teacher in teachers:
-                        probe = self.train(
-                            group,
-                            paper1_config(dataset, "teacher_lr", teacher),
-                            dataset,
-                            out,
-                            teacher=teacher,
-                            seed=seed,
-                            fraction=fraction,
-                        )
-                        for system in systems[1:]:
-                            self.train(
-                                group,
-                                paper1_config(dataset, system, teacher),
-                                dataset,
-                                out,
-                                teacher=teacher,
-                                seed=seed,
-                                fraction=fraction,
-                                teacher_lr=probe if system in ("kd", "east_kd") else None,
-                            )
 
     def paper2(self) -> None:
-        for dataset, (students, teachers) in PAPER2_SETUPS.items():
-            for teacher in teachers:
-                self.extract(dataset, teacher)
-            for student in students:
-                out = self.opts.runs / "paper2" / dataset / student
-                for seed in self.opts.seeds:
-                    self.train(
-                        "paper2",
-                        paper2_config(dataset, student, "baseline", None),
-                        dataset,
-                        out,
-                        seed=seed,
-                    )
-                    for teacher in teachers:
-                        for system in PAPER2_SYSTEMS:
-                            self.train(
-                                "paper2",
-                                paper2_config(dataset, student, system, teacher),
-                                dataset,
-                                out,
-                                teacher=teacher,
-                                seed=seed,
-                            )
+        for exp in PAPER2:
+            for teacher in exp.teachers:
+                self.extract(exp.dataset, teacher)
+            out = self.opts.runs / "paper2" / exp.dataset / exp.student
+            for seed in self.opts.seeds:
+                self.experiment("paper2", exp, out, seed)
 
     def generalizability(self) -> None:
-        dataset, student, teachers, target = GENERALIZABILITY
-        label_map = self.opts.configs / LABEL_MAP
+        gen = GENERALIZABILITY
+        label_map = self.opts.configs / gen.label_map
+        source = (gen.source.dataset, gen.source.student)
         trained = [
             s
             for s in self.steps.values()
-            if s.kind == "train"
+            if s.run is not None
             and s.run_dir is not None
             and s.group == "paper2"
-            and s.run_dir.parent == self.opts.runs / "paper2" / dataset / student
+            and (s.run.dataset, s.run.student) == source
+            and system_info(s.run.system).trains_student
+            and (s.run.teacher is None or s.run.teacher in gen.teachers)
         ]
         for step in trained:
             assert step.run_dir is not None
-            system_teacher = step.run_dir.name
-            if system_teacher.startswith("teacher_lr") or not (
-                system_teacher.startswith("baseline")
-                or any(f"_{t}_s" in system_teacher for t in teachers)
-            ):
-                continue
-            out_file = step.run_dir / f"eval_{target}.json"
+            out_file = step.run_dir / f"eval_{gen.target}.json"
             argv = [
                 *self.opts.east_cmd(),
                 "eval",
                 str(step.run_dir),
                 "--dataset",
-                target,
+                gen.target,
                 "--root",
-                str(self.root(target)),
+                str(self.root(gen.target)),
                 "--label-map",
                 str(label_map),
                 "--device",
@@ -525,7 +523,7 @@ class Planner:
                 "--out",
                 str(out_file),
             ]
-            needs = [m for m in (self.data(target),) if m is not None]
+            needs = [m for m in (self.data(gen.target),) if m is not None]
             self.add(
                 Step(
                     f"eval {out_file}",
@@ -539,26 +537,25 @@ class Planner:
             )
 
     def extension(self) -> None:
-        for dataset in EXTENSION_DATASETS:
-            out = self.opts.runs / "extension" / dataset / EXTENSION_STUDENT
-            for teacher in EXTENSION_TEACHERS:
+        ext = EXTENSION
+        for dataset in ext.datasets:
+            # the paper-2 experiment of this dataset and student gives the configs
+            exp = next(e for e in PAPER2 if (e.dataset, e.student) == (dataset, ext.student))
+            out = self.opts.runs / "extension" / dataset / ext.student
+            for teacher in ext.teachers:
                 self.extract(dataset, teacher)
             for seed in self.opts.seeds:
                 # the baseline of these tables is the paper-2 baseline (same config)
-                for teacher in EXTENSION_TEACHERS:
-                    for system in PAPER2_SYSTEMS:
-                        config = paper2_config(
-                            dataset, EXTENSION_STUDENT, system, EXTENSION_TEMPLATE_TEACHER
-                        )
-                        self.train(
-                            "extension",
-                            config,
-                            dataset,
-                            out,
-                            teacher=teacher,
-                            seed=seed,
-                            extra=EXTENSION_SETS,
-                        )
+                self.experiment(
+                    "extension",
+                    exp,
+                    out,
+                    seed,
+                    teachers=ext.teachers,
+                    config_teacher=ext.template_teacher,
+                    extra=ext.sets,
+                    baseline=False,
+                )
 
     def summary(self) -> None:
         out = self.opts.runs / "complexity.json"
@@ -610,10 +607,8 @@ class Planner:
 
 
 def _stage(step: Step) -> str:
-    if step.kind == "train" and "--config" in step.argv:
-        config = Path(step.argv[step.argv.index("--config") + 1]).name
-        if config.startswith("teacher_lr_"):
-            return "probe"
+    if step.run is not None and system_info(step.run.system).probe:
+        return "probe"
     return step.kind
 
 

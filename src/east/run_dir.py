@@ -24,6 +24,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -134,9 +136,6 @@ def append_line(path: Path, line: str) -> None:
 
 def load_checkpoint(path: Path, weights_only: bool = True) -> dict[str, Any]:
     """A checkpoint east wrote, or one ConfigError saying why it cannot be used."""
-    import pickle
-    import warnings
-
     import torch
 
     try:

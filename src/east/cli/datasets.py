@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,14 @@ from east.cli.common import console, err_console
 if TYPE_CHECKING:
     from east.datasets.base import Manifest
     from east.datasets.check import OffLengthClip
+
+__all__ = [
+    "check_command",
+    "datasets_app",
+    "list_command",
+    "register",
+    "show_command",
+]
 
 OPTION_HELP = (
     "Dataset option KEY=VALUE, repeatable, e.g. -o test_fold=1 -o split=folds "
@@ -108,8 +117,6 @@ def show_command(
 
     Example: east datasets show esc50 --root data/ESC-50 -o test_fold=1
     """
-    import json
-
     from rich.table import Table
 
     manifest = _load(name, root, option)

@@ -57,6 +57,7 @@ def results_tables(groups: list) -> list:
 
     from east.report.runs import primary_metrics
     from east.report.tables import SYSTEM_ORDER, dataset_label, student_label, teacher_label
+    from east.systems import is_probe
 
     def rank(g: object) -> tuple:
         s = g.system  # type: ignore[attr-defined]
@@ -100,7 +101,7 @@ def results_tables(groups: list) -> list:
                 s = g.stat("mAP", tag)
                 cells.append("—" if s is None else f"{s.mean:.3f}")
             table.add_row(
-                "—" if g.system == "teacher_lr" else student_label(g.student),
+                "—" if is_probe(g.system) else student_label(g.student),
                 g.system,
                 teacher_label(g.teacher),
                 *([f"{round(g.train_fraction * 100)}%"] if limited else []),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 
 from east.cli.common import console
@@ -32,8 +34,6 @@ def list_command(
 ) -> None:
     """Each student's backbone and total parameters and its iterations/s on a bins × frames
     spectrogram (the papers' Table 2 protocol: 128 × 1000, front-end bypassed)."""
-    import time
-
     import torch
     from rich.progress import Progress
     from rich.table import Table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import typer
@@ -34,8 +35,6 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON instead."),
 ) -> None:
     """List teachers: sample rate, window/hop (s) or clip-level, dim, weights present, licence."""
-    import json
-
     from rich.table import Table
 
     from east.extract.teachers import list_teachers

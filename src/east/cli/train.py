@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -58,7 +59,6 @@ def train_command(
             typer.echo(f"config ok: {cfg.run_name()} ({len(plan.manifest)} clips)")
             return
         run_dir = train(cfg, out_dir=out, progress=not quiet)
-    import os
 
     from east.run_dir import RunDir
 

@@ -41,6 +41,13 @@ from east.datasets.registry import register_dataset
 from east.datasets.splits import stratified_split
 from east.errors import DatasetError
 
+__all__ = [
+    "NUM_CLASSES",
+    "NUM_FOLDS",
+    "Fold",
+    "load_esc50",
+]
+
 NUM_FOLDS = 5
 NUM_CLASSES = 50
 Fold = Annotated[int, Field(ge=1, le=NUM_FOLDS, description=f"a fold number 1..{NUM_FOLDS}")]

@@ -44,6 +44,12 @@ from east.datasets.registry import register_dataset
 from east.datasets.splits import random_split, stratified_split
 from east.errors import DatasetError
 
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "DEFAULT_CSV",
+    "load_folder",
+]
+
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
                   "test": "test"}  # fmt: skip

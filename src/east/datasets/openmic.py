@@ -39,6 +39,11 @@ from east.datasets.registry import register_dataset
 from east.datasets.splits import bernoulli_split
 from east.errors import DatasetError
 
+__all__ = [
+    "audio_rel_path",
+    "load_openmic",
+]
+
 
 def _read_keys(path: Path) -> list[str]:
     """Sample keys of a partition file, one per line; each must appear once."""

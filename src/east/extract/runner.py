@@ -52,6 +52,7 @@ from east.extract.job import (
     probe_frames,
 )
 from east.locking import WriterLock, store_lock_path
+from east.progress import ProgressBar
 
 __all__ = [
     "ChunkWork",
@@ -364,10 +365,11 @@ def _run(
     works = plan_work(store, cfg.batch_size, cfg.limit, cfg.retry_failed)
     total = sum(len(w.todo) for w in works)
     label = f"{job.teacher.name if job.teacher else 'audio'} → {Path(store.path).name}"
-    with _progress(cfg.progress, total, label) as advance:
+    bar = ProgressBar(cfg.progress and total > 0, rate="clips/s", elapsed=True)
+    with bar.started(label, total):
 
         def tick(n: int) -> None:
-            advance(n)
+            bar.advance(n)
             if on_progress:
                 on_progress(n)
 
@@ -403,54 +405,6 @@ def writing(path: str | Path, kind: Kind, cfg: ExtractConfig) -> Iterator[str]:
                 f"cannot write {where}: {exc.strerror}; every finished chunk of {path} is kept: "
                 "fix the disk (free space) and run the same command again to resume"
             ) from None
-
-
-class _progress:
-    """A rich progress bar on stderr (clips, clips/s, ETA); a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled = enabled and total > 0
-        self.total = total
-        self.label = label
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} clips/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(self.label, total=self.total, rate="-")
-        self.t0 = time.perf_counter()
-        self.count = 0
-
-        def advance(n: int) -> None:
-            self.count += n
-            rate = self.count / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.update(self.task, advance=n, rate=f"{rate:.1f}")
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 # ---------------------------------------------------------------------------- audio store

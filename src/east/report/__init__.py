@@ -25,8 +25,17 @@ from typing import Any
 
 from east.errors import EastError
 from east.report.published import PublishedResults
-from east.report.runs import NO_TEACHER, Group, RunRecord, Scan, find_runs, group_runs
+from east.report.runs import (
+    NO_TEACHER,
+    Group,
+    RunRecord,
+    Scan,
+    find_runs,
+    group_runs,
+    primary_metrics,
+)
 from east.report.tables import Table, build_tables
+from east.systems import is_probe
 
 FORMATS = ("md", "csv", "html")
 REPRODUCE_LOG = "reproduce_log.jsonl"
@@ -122,7 +131,7 @@ def _cost_points(
         if stat is None:
             continue
         point = CostPoint(g.system, g.teacher, stat.mean, it_per_s=g.mean_of("it_per_s"))
-        if g.system != "teacher_lr":  # the probe has no student
+        if not is_probe(g.system):  # the probe has no student
             point.student_params = student_params.get(g.student)
         caches = [Path(c) for c in g.runs[0].teacher_caches] if g.teacher != NO_TEACHER else []
         if caches:
@@ -220,7 +229,7 @@ def build_report(
         complexity, complexity_problem = None, str(exc)
     # without complexity.json, count student parameters from the registry (imports torch)
     student_params = _student_params(
-        [g.student for g in groups if g.system != "teacher_lr"], complexity, count_params
+        [g.student for g in groups if not is_probe(g.system)], complexity, count_params
     )
     tables = build_tables(groups, published, complexity, student_params)
 
@@ -366,7 +375,6 @@ def _write_figures(
     folder: Path, groups: Sequence[Group], student_params: dict[str, int], roots: Sequence[Path]
 ) -> list[Path]:
     from east.report import figures as fig
-    from east.report.runs import primary_metrics
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -17,12 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "COMPLEXITY_FILE",
+    "PAPER_TEACHERS",
+    "load_complexity",
+    "main",
+    "measure",
+]
 
 COMPLEXITY_FILE = "complexity.json"
 PAPER_TEACHERS = ("vggish", "openl3", "passt", "panns", "mule")
@@ -96,7 +105,6 @@ def measure(
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         models.append(entry)
-    import platform
 
     return {
         "device": str(dev),

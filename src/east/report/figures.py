@@ -16,6 +16,13 @@ from east.report.tables import (
     teacher_label,
 )
 
+__all__ = [
+    "CostPoint",
+    "cost_figure",
+    "limited_data_figure",
+    "teacher_bars_figure",
+]
+
 # paper 2 Fig. 3: grey Teacher_LR, orange FitNet, green distance correlation, hatched = +Linear
 BAR_STYLE = {
     "teacher_lr": ("#9e9e9e", ""),

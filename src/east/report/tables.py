@@ -26,23 +26,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from east.config import SYSTEM_NAMES
+from east.experiments import GENERALIZABILITY, PAPER1, PAPER2, Experiment
 from east.report.published import PublishedResults
 from east.report.runs import NO_TEACHER, Group, Stat, primary_metrics
+from east.systems import SYSTEMS
 
-SYSTEM_ORDER = list(SYSTEM_NAMES)  # the papers' order, as east.config lists them
+__all__ = [
+    "DATASET_LABELS",
+    "SPECS",
+    "STUDENT_LABELS",
+    "SYSTEM_LABELS",
+    "SYSTEM_ORDER",
+    "TEACHER_LABELS",
+    "Cell",
+    "SystemTableSpec",
+    "Table",
+    "build_complexity_table",
+    "build_limited_data_tables",
+    "build_other_tables",
+    "build_system_table",
+    "build_tables",
+    "dataset_label",
+    "is_extension",
+    "student_label",
+    "system_label",
+    "teacher_label",
+]
+
+SYSTEM_ORDER = list(SYSTEMS)  # the papers' order, as east.systems registers them
 SYSTEM_LABELS = {
-    "baseline": "Baseline",
-    "teacher_lr": "Teacher_LR",
-    "kd": "KD",
-    "east_cos_diff": "EAsT_Cos-Diff",
-    "east_final": "EAsT_Final",
-    "east_all": "EAsT_All",
-    "east_kd": "EAsT_KD",
-    "east_fitnet": "EAsT_FitNet",
-    "east_fitnet_linear": "EAsT_FitNet + Linear",
-    "east_dc": "EAsT_DC",
-    "east_dc_linear": "EAsT_DC + Linear",
+    **{name: info.label for name, info in SYSTEMS.items()},
     # rows that exist only in the papers
     "baseline_reported": "CP ResNet* (reported in [5])",
     "baseline_shake_shake_reported": "SS CP ResNet* (reported in [5])",
@@ -73,8 +86,6 @@ DATASET_LABELS = {
     "esc50": "ESC-50",
     "fma_small": "FMA-small",
 }
-PAPER1_SYSTEMS = SYSTEM_ORDER[:7]
-PAPER2_SYSTEMS = ["baseline", "teacher_lr", *SYSTEM_ORDER[7:]]
 
 
 def system_label(system: str) -> str:
@@ -241,93 +252,81 @@ class SystemTableSpec:
     note: str = ""
 
 
-PAPER_TEACHERS_1 = ("none", "vggish", "openl3", "passt", "panns")
-PAPER_TEACHERS_2 = ("none", "passt", "panns", "mule", "discogs")
+def _spec(
+    exp: Experiment, key: str, title: str, metrics: tuple[str, ...], **kw: Any
+) -> SystemTableSpec:
+    """The table of one experiment (east.experiments): its systems, its teachers and the
+    paper's other teachers as columns."""
+    kw.setdefault("teachers", exp.table_teachers)
+    return SystemTableSpec(key, title, exp.dataset, exp.student, metrics, exp.systems, **kw)
 
+
+_OPENMIC, _MTAT = PAPER1
+_MTAT_SCCNN, _MTAT_HCNN, _ESC50, _FMA = PAPER2
 SPECS: tuple[SystemTableSpec, ...] = (
-    SystemTableSpec(
+    _spec(
+        _OPENMIC,
         "paper1_table1_openmic",
         "Paper 1 Table 1 — OpenMIC (CP ResNet)",
-        "openmic",
-        "cp_resnet",
         ("mAP", "F1"),
-        tuple(PAPER1_SYSTEMS),
-        PAPER_TEACHERS_1,
-        "ding2023",
-        "table1",
+        paper="ding2023",
+        table="table1",
         paper_rows=("baseline_shake_shake_reported",),
         row_aliases=(("baseline", "baseline_reported"),),
         note="The paper's baseline row is CP ResNet as reported in [5]; F1 is the macro F1 at "
         "0.4 over positive and negative classes.",
     ),
-    SystemTableSpec(
+    _spec(
+        _MTAT,
         "paper1_table1_mtat",
         "Paper 1 Table 1 — MagnaTagATune (Mobile FCN)",
-        "mtat",
-        "mobile_fcn",
         ("mAP", "ROC-AUC"),
-        tuple(PAPER1_SYSTEMS),
-        PAPER_TEACHERS_1,
-        "ding2023",
-        "table1",
+        paper="ding2023",
+        table="table1",
         paper_rows=("fcn_reimplementation",),
     ),
-    SystemTableSpec(
+    _spec(
+        _MTAT_SCCNN,
         "paper2_fig3_sccnn",
         "Paper 2 Fig. 3 (a) as a table — MagnaTagATune, SC-CNN",
-        "mtat",
-        "short_chunk_cnn",
         ("mAP",),
-        tuple(PAPER2_SYSTEMS),
-        PAPER_TEACHERS_2,
         note="Paper 2 publishes these results only as a bar chart (no numbers).",
     ),
-    SystemTableSpec(
+    _spec(
+        _MTAT_HCNN,
         "paper2_fig3_hcnn",
         "Paper 2 Fig. 3 (b) as a table — MagnaTagATune, HCNN",
-        "mtat",
-        "harmonic_cnn",
         ("mAP",),
-        tuple(PAPER2_SYSTEMS),
-        PAPER_TEACHERS_2,
         note="Paper 2 publishes these results only as a bar chart (no numbers).",
     ),
-    SystemTableSpec(
+    _spec(
+        GENERALIZABILITY.source,
         "paper2_table1_generalizability",
         "Paper 2 Table 1 — generalizability (trained on MagnaTagATune, tested on OpenMIC)",
-        "mtat",
-        "short_chunk_cnn",
         ("mAP",),
-        tuple(PAPER2_SYSTEMS),
-        ("none", "passt", "mule"),
-        "ding2024",
-        "table1",
+        teachers=("none", *GENERALIZABILITY.teachers),
+        paper="ding2024",
+        table="table1",
         published_dataset="mtat_to_openmic",
-        eval_tag="openmic",
+        eval_tag=GENERALIZABILITY.target,
         note="mAP over the instrument labels shared by the two datasets "
-        "(configs/label_maps/mtat_to_openmic.yaml), from `east eval --label-map`.",
+        f"(configs/{GENERALIZABILITY.label_map}), from `east eval --label-map`.",
     ),
-    SystemTableSpec(
+    _spec(
+        _ESC50,
         "paper2_table3_esc50",
         "Paper 2 Table 3 — ESC-50 (SC-CNN)",
-        "esc50",
-        "short_chunk_cnn",
         ("accuracy",),
-        tuple(PAPER2_SYSTEMS),
-        ("none", "passt", "mule"),
-        "ding2024",
-        "table3",
+        paper="ding2024",
+        table="table3",
     ),
-    SystemTableSpec(
+    _spec(
+        _FMA,
         "paper2_table3_fma_small",
         "Paper 2 Table 3 — FMA-small (SC-CNN)",
-        "fma_small",
-        "short_chunk_cnn",
         ("accuracy",),
-        tuple(PAPER2_SYSTEMS),
-        ("none", "passt", "mule"),
-        "ding2024",
-        "table3",
+        paper="ding2024",
+        table="table3",
     ),
 )
 

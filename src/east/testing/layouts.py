@@ -21,6 +21,20 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+__all__ = [
+    "ESC50_CATEGORIES",
+    "FMA_BROKEN",
+    "FMA_GENRES",
+    "class_tone",
+    "make_esc50",
+    "make_fma_small",
+    "make_folder",
+    "make_mtat",
+    "make_openmic",
+    "write_audio",
+    "write_esc50_meta",
+]
+
 # ESC-50 category names in target order (meta/esc50.csv)
 ESC50_CATEGORIES = (
     "dog",

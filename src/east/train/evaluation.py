@@ -4,6 +4,7 @@ dataset through a label map). :func:`load_run` gives a finished run's student.""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[RunConfig, dict[str, A
     run.require(CONFIG, RUN_INFO, BEST)
     cfg = run.read_config()
     info = run.read_info()
-    if cfg.system == "teacher_lr":
+    if cfg.system_info.probe:
         raise ConfigError(f"{run.path}: a teacher_lr run has no student (it probes embeddings)")
     student = build_student(cfg, int(info["num_classes"]))
     load_weights(student, run.load_best()["model"], run.best, prefix="student.")
@@ -112,8 +113,6 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[RunConfig, dict[str, A
 
 def read_label_map(path: Path) -> dict[str, str]:
     """A label map ``{run class: dataset class}`` from YAML/JSON (a mapping) or a two-column CSV."""
-    import csv
-
     import yaml
 
     if not Path(path).is_file():

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -117,37 +116,13 @@ def _write_model(path: Path, write: Any) -> None:
 
 
 def _use_conv_stft(student: nn.Module) -> None:
-    """ONNX has no complex tensors: compute the front-end's power STFT as a strided conv1d with
-    windowed DFT kernels (same numbers as torch.stft(center=True, reflect) up to float error)."""
-    import types
-
+    """ONNX has no complex tensors: switch the front-end to its conv-STFT export mode."""
     frontend = getattr(student, "frontend", None)
-    cfg = getattr(frontend, "config", None)
-    if cfg is None or not hasattr(frontend, "power_spectrogram"):
+    if not hasattr(frontend, "use_conv_stft"):
         raise ConfigError(
             f"onnx export: the {student.name} front-end has no ONNX form; use --format torchscript"
         )
-    n_fft, hop, win_length = int(cfg.n_fft), int(cfg.hop_length), int(cfg.win_length)
-    window = frontend.window.detach().to(torch.float64)
-    left = (n_fft - win_length) // 2
-    full = torch.zeros(n_fft, dtype=torch.float64)
-    full[left : left + window.numel()] = window
-    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
-    n = torch.arange(n_fft, dtype=torch.float64)[None, :]
-    angle = 2 * math.pi * k * n / n_fft
-    kernels = torch.cat([torch.cos(angle) * full, -torch.sin(angle) * full])[:, None, :]
-    frontend.register_buffer("_dft_kernels", kernels.float(), persistent=False)
-    bins = n_fft // 2 + 1
-
-    def power_spectrogram(self: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
-        x = waveform
-        if cfg.preemphasis is not None:
-            x = x[:, 1:] - cfg.preemphasis * x[:, :-1]
-        x = torch.nn.functional.pad(x[:, None, :], (n_fft // 2, n_fft // 2), mode="reflect")
-        spec = torch.nn.functional.conv1d(x, self._dft_kernels, stride=hop)
-        return spec[:, :bins].square() + spec[:, bins:].square()
-
-    frontend.power_spectrogram = types.MethodType(power_spectrogram, frontend)
+    frontend.use_conv_stft()  # type: ignore[union-attr]
 
 
 def _onnx_difference(path: Path, example: torch.Tensor, expected: torch.Tensor) -> float:

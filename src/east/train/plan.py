@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+import east
 from east.config import RunConfig, check_resources
 from east.errors import ConfigError
 from east.run_dir import RunDir, first_line, load_checkpoint
-from east.train.data import ClipStream, TeacherSource, subsample_rows
+from east.train.data import ClipStream, TeacherSource, normalisation, subsample_rows
 from east.train.runtime import check_device, load_weights
 from east.train.systems import LinearProbe, System
 
@@ -79,7 +80,7 @@ def check_run(cfg: RunConfig, out_dir: Path | None = None, world_size: int = 1) 
     --check`` runs): device, dataset, student and system, caches, splits, output folder."""
     device = check_device(cfg.device)
     manifest = load_dataset(cfg)
-    student = build_student(cfg, manifest.num_classes) if cfg.system != "teacher_lr" else None
+    student = build_student(cfg, manifest.num_classes) if cfg.system_info.trains_student else None
     rate = int(student.sample_rate) if student is not None else None
     stores = check_resources(cfg, manifest, sample_rate=rate)
     audio = []
@@ -104,16 +105,12 @@ def load_dataset(cfg: RunConfig) -> Any:
 
 def build_student(cfg: RunConfig, num_classes: int) -> nn.Module:
     """The student with the config's kwargs; SpecAugment widths go to its front-end."""
-    import inspect
-
     from east.train.students import create_student, student_info
 
     kwargs = dict(cfg.student.kwargs)
     info = student_info(cfg.student.name)
-    # NB: building a student here draws its initial weights from the seeded RNG; every run's
-    # numbers depend on that draw, so it stays until the seeds' results may change
-    student_cls = inspect.signature(info.factory(1).__class__.__init__)
-    if "frontend" in student_cls.parameters:
+    _draw_as_before(info)
+    if info.log_mel:
         # the config's augment section is the one source of the SpecAugment widths
         frontend = dict(kwargs.pop("frontend", {}) or {})
         frontend["freq_mask"] = cfg.augment.freq_mask
@@ -125,6 +122,14 @@ def build_student(cfg: RunConfig, num_classes: int) -> nn.Module:
         return create_student(cfg.student.name, num_classes, **kwargs)
     except (TypeError, ValueError) as exc:  # an unknown keyword or an impossible value
         raise ConfigError(f"student.kwargs: {first_line(exc)}") from None
+
+
+def _draw_as_before(info: Any) -> None:
+    """Advance the seeded RNG the way every run so far has: by the initial weights of a
+    1-class student of the same kind (once built to read its signature, a fact now in the
+    registry). torch cannot skip its generator ahead without drawing, so this builds and drops
+    one; remove the call when the seeds' results may change."""
+    info.factory(1)
 
 
 def load_probe(run_dir: Path, device: torch.device) -> LinearProbe:
@@ -190,8 +195,6 @@ def _build_system(cfg: RunConfig, manifest: Any, stores: list[Any], student: nn.
 
 def _teacher_norms(cfg: RunConfig, stores: list[Any], rows: np.ndarray) -> list[tuple[Any, Any]]:
     """(shift, scale) of every teacher (``teachers[i].rescale``), from the training clips."""
-    from east.train.data import normalisation
-
     return [normalisation(s, t.rescale, rows) for s, t in zip(stores, cfg.teachers, strict=True)]
 
 
@@ -203,7 +206,7 @@ def _check_splits(cfg: RunConfig, manifest: Any, splits: Splits, world_size: int
                 "(dataset.options decide the split)"
             )
     share = len(splits.train) // max(world_size, 1)
-    if cfg.system != "teacher_lr" and share < cfg.train.batch_size:
+    if cfg.system_info.trains_student and share < cfg.train.batch_size:
         raise ConfigError(
             f"train.batch_size: {cfg.train.batch_size} is more than the {share} training clips "
             f"{'per rank ' if world_size > 1 else ''}(not one full batch); lower it"
@@ -230,8 +233,6 @@ def run_info(
     cfg: RunConfig, plan: RunPlan, teacher_dims: list[int], student: Any
 ) -> dict[str, Any]:
     """The ``run_info.json`` record of a run (student ``None`` for Teacher_LR)."""
-    import east
-
     manifest = plan.manifest
     return {
         "system": cfg.system,

@@ -1,4 +1,4 @@
-"""Every system of the two papers as a short composition of the loss family
+"""Every system of the two papers (their records: :mod:`east.systems`) as a short composition of the loss family
 (:class:`east.train.losses.DistillationLoss` and its :class:`RegularizerSpec` terms).
 
 ``L = (1 − λ)·L_pred + λ·L_reg`` (+ ``L_teacher`` of embedding compression, which reaches only
@@ -29,10 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from east.config import SOFT_TARGET_SYSTEMS, RunConfig
+from east.config import RunConfig
 
 __all__ = [
-    "FEATURE_TERMS",
     "LinearProbe",
     "System",
     "Trainable",
@@ -40,21 +39,6 @@ __all__ = [
     "teacher_key",
     "time_average",
 ]
-
-# system → (feature measure or None, embedding compression, default stages)
-FEATURE_TERMS: dict[str, tuple[str | None, bool, str]] = {
-    "baseline": (None, False, "final"),
-    "teacher_lr": (None, False, "final"),
-    "kd": (None, False, "final"),
-    "east_cos_diff": ("cos_diff", False, "final"),
-    "east_final": ("dcor", False, "final"),
-    "east_all": ("dcor", False, "all"),
-    "east_kd": ("dcor", False, "final"),
-    "east_fitnet": ("fitnet", False, "final"),
-    "east_fitnet_linear": ("fitnet", True, "final"),
-    "east_dc": ("dcor", False, "final"),
-    "east_dc_linear": ("dcor", True, "final"),
-}
 
 
 def teacher_key(index: int) -> str:
@@ -65,29 +49,29 @@ def regularizers(cfg: RunConfig) -> list[Any]:
     """The L_reg terms of ``cfg.system`` (a list of ``losses.RegularizerSpec``)."""
     from east.train.losses import RegularizerSpec
 
-    measure, compress, default_stages = FEATURE_TERMS[cfg.system]
+    info = cfg.system_info
     stages: str | tuple[float, ...] = (
         tuple(cfg.loss.stage_weights)
         if cfg.loss.stage_weights is not None
-        else (cfg.loss.stages or default_stages)
+        else (cfg.loss.stages or info.stages)
     )
     weights = [t.weight for t in cfg.teachers]
     total = sum(weights) or 1.0
     specs = []
     feature_share = 1.0
-    if cfg.system in SOFT_TARGET_SYSTEMS:
-        kd_weight = 1.0 if cfg.system == "kd" else cfg.loss.kd_weight
+    if info.kd is not None:
+        kd_weight = 1.0 if info.kd == "only" else cfg.loss.kd_weight
         specs.append(RegularizerSpec("kd", teacher_key(0), weight=kd_weight, tau=cfg.loss.tau))
         feature_share = 1.0 - kd_weight
-    if measure is not None:
+    if info.measure is not None:
         for i, w in enumerate(weights):
             specs.append(
                 RegularizerSpec(
-                    measure,  # type: ignore[arg-type]
+                    info.measure,
                     teacher_key(i),
                     stages=stages,
                     weight=feature_share * w / total,
-                    compress=compress,
+                    compress=info.compress,
                     align_mode=cfg.loss.align,
                 )
             )
@@ -136,7 +120,7 @@ class System(nn.Module):
         super().__init__()
         from east.train.losses import DistillationLoss
 
-        if cfg.system in SOFT_TARGET_SYSTEMS and probe is None:
+        if cfg.system_info.needs_probe and probe is None:
             raise ValueError(f"system {cfg.system} needs the Teacher_LR probe")
         self.name = cfg.system
         self.loss = DistillationLoss(

@@ -35,9 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from east.config import RunConfig
 from east.errors import ConfigError, EastError
+from east.progress import ProgressBar
 from east.run_dir import BestCheckpoint, RunDir, WriteError, first_line
 from east.train import metrics as metrics_mod
 from east.train.data import ClipStream, checked_batches, make_loader
@@ -46,7 +48,6 @@ from east.train.losses import TeacherBatch
 from east.train.monitor import Monitor
 from east.train.optim import build_optimizer, build_plateau
 from east.train.plan import RunPlan, check_run, make_stream, run_info
-from east.train.progress import Progress
 from east.train.runtime import (
     Distributed,
     Diverged,
@@ -113,7 +114,7 @@ def _train(
         )
     if dist.main and resume is None:
         run.write_config(cfg)
-    if cfg.system == "teacher_lr":  # a small probe: rank 0 trains it alone
+    if cfg.system_info.probe:  # a small probe: rank 0 trains it alone
         from east.train.probe import train_probe
 
         if dist.main:
@@ -268,7 +269,7 @@ class _Loop:
     train_stream: ClipStream
     val_loader: Any
     writer: Any
-    bar: Progress
+    bar: ProgressBar
     amp: bool
     stop: bool = False
 
@@ -314,7 +315,12 @@ class _Loop:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run.tensorboard))
-        bar = Progress(enabled=progress and dist.main)
+        bar = ProgressBar(
+            progress and dist.main,
+            unit="steps",
+            fields=("loss {task.fields[loss]:.4f}",),
+            transient=True,
+        )
         parts = (model, ddp_model, optimizer, scheduler, scaler, sched_monitor, state)
         loop = cls(cfg, plan, run, device, dist, *parts, train_stream, val_loader, writer, bar, amp)
         loop.stop = state.stopper.stop  # a finished run stays finished
@@ -342,7 +348,7 @@ class _Loop:
         wait = 0.0
         sums: dict[str, float] = {}
         batches = 0
-        self.bar.start(f"epoch {epoch}", len(self.train_stream) // bs)
+        self.bar.start(f"epoch {epoch}", max(len(self.train_stream) // bs, 1), loss=float("nan"))
         t_wait = time.perf_counter()
         for batch in checked_batches(loader):
             wait += time.perf_counter() - t_wait
@@ -385,7 +391,7 @@ class _Loop:
         if self.writer is not None and self.state.step % cfg.train.log_every == 0:
             for k, v in values.items():
                 self.writer.add_scalar(f"train/{k}", v, self.state.step)
-        self.bar.advance(values["loss"])
+        self.bar.advance(loss=values["loss"])
         return values
 
     def end_epoch(self, stats: EpochStats) -> None:
@@ -491,7 +497,6 @@ def _resume(
 def _wrap_ddp(model: nn.Module, dist: Distributed, device: torch.device) -> nn.Module:
     if not dist.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(
         model, device_ids=[dist.local_rank] if device.type == "cuda" else None

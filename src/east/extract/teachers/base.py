@@ -16,11 +16,27 @@ Adapters document in their docstring how the last partial frame is handled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+__all__ = [
+    "Teacher",
+    "TeacherInfo",
+    "TeacherOutput",
+    "WeightFile",
+    "build_teacher",
+    "cut_windows",
+    "frame_times",
+    "freeze_for_cpu",
+    "frozen",
+    "full_window_count",
+    "seeded_random_init",
+]
 
 
 @dataclass(frozen=True)
@@ -114,8 +130,6 @@ def freeze_for_cpu(
     on every example (other batch sizes and lengths): a module whose trace bakes in a shape
     fails that check and stays eager.
     """
-    import warnings
-
     module = module.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -177,3 +191,61 @@ def seeded_random_init(build: Callable[[], nn.Module], seed: int = 0) -> nn.Modu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+StateDict = Mapping[str, Tensor]
+
+
+def build_teacher(
+    weights: str | Path | None,
+    device: str,
+    *,
+    net: Callable[[], nn.Module],
+    teacher: Callable[[nn.Module, Sequence[Path]], Teacher],
+    files: Callable[[str | Path | None], Sequence[Path]],
+    load: Callable[[Sequence[Path]], tuple[StateDict, str]] | None = None,
+    unwrap: tuple[str, ...] = ("state_dict", "model"),
+    meta_init: bool = True,
+    seeded: bool = True,
+) -> Teacher:
+    """One teacher of a family from the parts that are its own (as timm's
+    ``build_model_with_cfg`` builds every model family).
+
+    ``weights == "random"``: ``net()`` with explicitly random weights (:func:`seeded_random_init`,
+    the same on every run; ``seeded=False`` draws them from the caller's RNG) and provenance
+    ``"random"``. Otherwise ``files(weights)`` names the weight files (the pinned ones, or the
+    override; it fails before any work when one is missing), ``load(files)`` gives the net's
+    state dict and the provenance digest (default: the first file's tensors, unwrapped through
+    ``unwrap``, and the sha256 of every file joined by ``+``), and the net is loaded strictly;
+    ``meta_init`` skips the random initialisation the strict load overwrites.
+    ``teacher(net, files)`` wraps the net (``files`` is empty for random weights). The teacher
+    comes back on ``device``, :func:`frozen`.
+    """
+    from east.extract.weights import load_state_dict, load_strict, sha256_file
+
+    if isinstance(weights, str) and weights == "random":
+        model = seeded_random_init(net) if seeded else net()
+        paths: Sequence[Path] = ()
+        digest = "random"
+    else:
+        paths = files(weights)
+        if load is not None:
+            state, digest = load(paths)
+        else:
+            state = load_state_dict(paths[0], unwrap=unwrap)
+            digest = "+".join(sha256_file(p) for p in paths)
+        if meta_init:
+            with torch.device("meta"):
+                model = net()
+            model = model.to_empty(device="cpu")
+        else:
+            model = net()
+        load_strict(model, state, paths[0])
+    built = teacher(model, paths)
+    built.weights_sha256 = digest
+    return frozen(built.to(device))
+
+
+def frozen(teacher: Teacher) -> Teacher:
+    """``teacher`` in eval mode without gradients: how every teacher is used."""
+    return teacher.eval().requires_grad_(False)

@@ -55,6 +55,16 @@ from east.errors import ConfigError, EastError, WeightsError
 from east.extract.teachers.base import Teacher, TeacherInfo, TeacherOutput, frame_times
 from east.extract.weights import sha256_file
 
+__all__ = [
+    "PREFIXES",
+    "CustomTeacher",
+    "DeclaredFacts",
+    "create_custom_teacher",
+    "custom_teacher_info",
+    "find_sidecar",
+    "is_custom_spec",
+]
+
 PREFIXES = ("torchscript:", "export:", "py:")
 _SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
 

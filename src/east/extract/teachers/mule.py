@@ -56,9 +56,37 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     frame_times,
 )
 from east.extract.teachers.registry import register_teacher
+
+__all__ = [
+    "CONVERTED_FILENAME",
+    "EMBEDDING_DIM",
+    "F_MAX",
+    "F_MIN",
+    "HOP_LENGTH",
+    "INFO",
+    "MIN_SAMPLES",
+    "N_FFT",
+    "N_MELS",
+    "OFFICIAL_WEIGHTS",
+    "SAMPLE_RATE",
+    "STAGE_DEPTHS",
+    "MuleFrontEnd",
+    "MuleTeacher",
+    "NFBlock",
+    "SFNFNetF0",
+    "WSConv2d",
+    "converted_path",
+    "load_converted",
+    "mel_filterbank",
+    "mule",
+    "num_slices",
+    "slice_starts",
+    "standardise_slices",
+]
 
 SAMPLE_RATE = 16_000
 N_FFT = 2048
@@ -453,10 +481,10 @@ class MuleTeacher(Teacher):
 
     info = INFO
 
-    def __init__(self, slice_batch: int = 32) -> None:
+    def __init__(self, slice_batch: int = 32, net: SFNFNetF0 | None = None) -> None:
         super().__init__()
         self.frontend = MuleFrontEnd()
-        self.net = SFNFNetF0()
+        self.net = net if net is not None else SFNFNetF0()
         self.slice_batch = slice_batch  # slices per forward pass: bounds activation memory
 
     def num_output_frames(self, num_samples: int) -> int:
@@ -516,10 +544,22 @@ def converted_path() -> Path:
 @register_teacher(INFO)
 def mule(weights: str | Path | None, device: str) -> Teacher:
     """``None``: the converted official weights in the weights dir; a path; or ``"random"``."""
-    if weights == "random":
-        teacher = MuleTeacher()
-        teacher.weights_sha256 = "random"
-        return teacher.to(device)
+    # provenance names the official (source) weights, not the container they were converted to;
+    # "random" draws from the caller's RNG (as it always has for MULE)
+    return build_teacher(
+        weights,
+        device,
+        net=SFNFNetF0,
+        teacher=lambda net, _: MuleTeacher(net=net),  # type: ignore[arg-type]
+        files=lambda w: (_converted_file(w),),
+        load=lambda files: load_converted(files[0]),
+        meta_init=False,
+        seeded=False,
+    )
+
+
+def _converted_file(weights: str | Path | None) -> Path:
+    """The converted file to load: ``weights`` as given, else the one in the weights dir."""
     if weights is None:
         path = converted_path()
         if not path.is_file():
@@ -541,11 +581,4 @@ def mule(weights: str | Path | None, device: str) -> Teacher:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file {path} does not exist (given as --weights)")
-    state_dict, source_sha256 = load_converted(path)
-    from east.extract.weights import load_strict
-
-    teacher = MuleTeacher()
-    load_strict(teacher.net, state_dict, path)
-    # Provenance names the official (source) weights, not the container they were converted to.
-    teacher.weights_sha256 = source_sha256
-    return teacher.to(device)
+    return path

@@ -54,6 +54,18 @@ import numpy as np
 
 from east.errors import WeightsError
 
+__all__ = [
+    "CONVERTER_VERSION",
+    "WS",
+    "KerasArchive",
+    "convert",
+    "convert_archive",
+    "find_source",
+    "name_map",
+    "read_keras_archive",
+    "variable_map",
+]
+
 CONVERTER_VERSION = 1
 # Where the model sits in a clone of PandoraMedia/music-audio-representations.
 REPO_MODEL_PATH = Path("supporting_data/model/model.keras")

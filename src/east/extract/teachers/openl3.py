@@ -39,11 +39,30 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     cut_windows,
     frame_times,
-    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
+
+__all__ = [
+    "HOP_SAMPLES",
+    "N_FFT",
+    "OPENL3_GIT_BLOB_SHA1",
+    "OPENL3_INFO",
+    "OPENL3_WEIGHTS",
+    "SAMPLE_RATE",
+    "STFT_HOP",
+    "WINDOW_SAMPLES",
+    "KapreMelSpectrogram",
+    "OpenL3Net",
+    "OpenL3Teacher",
+    "dft_kernels",
+    "git_blob_sha1",
+    "htk_mel_banks",
+    "openl3",
+    "resolve_openl3_weights",
+]
 
 SAMPLE_RATE = 48000
 WINDOW_SAMPLES = 48000  # 1 s
@@ -257,16 +276,12 @@ def resolve_openl3_weights(override: str | Path | None) -> Path:
 @register_teacher(OPENL3_INFO)
 def openl3(weights: str | Path | None, device: str) -> Teacher:
     """OpenL3; ``weights`` is ``None`` (pinned file), a checkpoint path or ``"random"``."""
-    from east.extract.weights import load_state_dict, load_strict, sha256_file
-
-    if isinstance(weights, str) and weights == "random":
-        net = seeded_random_init(OpenL3Net)
-        weights_sha256 = "random"
-    else:
-        path = resolve_openl3_weights(weights)  # fails fast, before building anything
-        net = OpenL3Net()
-        load_strict(net, load_state_dict(path), path)
-        weights_sha256 = sha256_file(path)  # no published sha256: recorded from the file
-    teacher = OpenL3Teacher(net)
-    teacher.weights_sha256 = weights_sha256
-    return teacher.to(device).eval().requires_grad_(False)
+    # no published sha256: the provenance digest is recorded from the file
+    return build_teacher(
+        weights,
+        device,
+        net=OpenL3Net,
+        teacher=lambda net, _: OpenL3Teacher(net),  # type: ignore[arg-type]
+        files=lambda w: (resolve_openl3_weights(w),),
+        meta_init=False,
+    )

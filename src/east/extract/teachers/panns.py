@@ -46,10 +46,33 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     frame_times,
-    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
+
+__all__ = [
+    "AMIN",
+    "CNN14_WEIGHTS",
+    "EMBEDDING_DIM",
+    "FRAMES_INFO",
+    "F_MAX",
+    "F_MIN",
+    "HOP",
+    "INFO",
+    "MIN_SAMPLES",
+    "N_FFT",
+    "N_MELS",
+    "SAMPLE_RATE",
+    "Cnn14",
+    "ConvBlock",
+    "LogmelFilterBank",
+    "PannsTeacher",
+    "Spectrogram",
+    "num_output_frames",
+    "panns",
+    "panns_frames",
+]
 
 SAMPLE_RATE = 32_000
 N_FFT = 1024
@@ -317,24 +340,17 @@ class PannsTeacher(Teacher):
 
 
 def _build(weights: str | Path | None, device: str, frame_level: bool) -> Teacher:
-    from east.extract.weights import load_state_dict, load_strict, resolve_weights, sha256_file
+    from east.extract.weights import resolve_weights
 
     name = FRAMES_INFO.name if frame_level else INFO.name
-    if isinstance(weights, str) and weights == "random":
-        net = seeded_random_init(Cnn14)
-        digest = "random"
-    else:
-        path = resolve_weights(CNN14_WEIGHTS, weights, teacher=name)  # fails before any work
-        # No point initialising 80 M parameters that the strict load overwrites, every one.
-        with torch.device("meta"):
-            net = Cnn14()
-        net = net.to_empty(device="cpu")
-        # The official file is {"model": state_dict, ...}; load_state_dict unwraps it.
-        load_strict(net, load_state_dict(path, unwrap=("model",)), path)
-        digest = sha256_file(path)
-    teacher = PannsTeacher(frame_level=frame_level, net=net)
-    teacher.weights_sha256 = digest
-    return teacher.to(device).eval().requires_grad_(False)
+    return build_teacher(
+        weights,
+        device,
+        net=Cnn14,
+        teacher=lambda net, _: PannsTeacher(frame_level=frame_level, net=net),  # type: ignore[arg-type]
+        files=lambda w: (resolve_weights(CNN14_WEIGHTS, w, teacher=name),),
+        unwrap=("model",),  # the official file is {"model": state_dict, ...}
+    )
 
 
 @register_teacher(INFO)

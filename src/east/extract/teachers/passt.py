@@ -36,11 +36,24 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     cut_windows,
     frame_times,
-    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
+
+__all__ = [
+    "HOP_SAMPLES",
+    "PASST_INFO",
+    "PASST_WEIGHTS",
+    "SAMPLE_RATE",
+    "WINDOW_SAMPLES",
+    "PaSSTNet",
+    "PaSSTTeacher",
+    "PasstMelFrontEnd",
+    "kaldi_mel_banks",
+    "passt",
+]
 
 SAMPLE_RATE = 32000
 WINDOW_SAMPLES = 30720  # 0.96 s
@@ -330,19 +343,12 @@ class PaSSTTeacher(Teacher):
 @register_teacher(PASST_INFO)
 def passt(weights: str | Path | None, device: str) -> Teacher:
     """PaSST-S; ``weights`` is ``None`` (pinned official file), a checkpoint path or ``"random"``."""
-    from east.extract.weights import load_state_dict, load_strict, resolve_weights, sha256_file
+    from east.extract.weights import resolve_weights
 
-    if isinstance(weights, str) and weights == "random":
-        net = seeded_random_init(PaSSTNet)
-        weights_sha256 = "random"
-    else:
-        path = resolve_weights(PASST_INFO, weights)  # fails fast, before building anything
-        state = load_state_dict(path)
-        with torch.device("meta"):  # skip the random init the checkpoint overwrites
-            net = PaSSTNet()
-        net = net.to_empty(device="cpu")
-        load_strict(net, state, path)
-        weights_sha256 = sha256_file(path)
-    teacher = PaSSTTeacher(net)
-    teacher.weights_sha256 = weights_sha256
-    return teacher.to(device).eval().requires_grad_(False)
+    return build_teacher(
+        weights,
+        device,
+        net=PaSSTNet,
+        teacher=lambda net, _: PaSSTTeacher(net),  # type: ignore[arg-type]
+        files=lambda w: (resolve_weights(PASST_INFO, w),),
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from east.errors import EastError
-from east.extract.teachers.base import Teacher, TeacherInfo
+from east.extract.teachers.base import Teacher, TeacherInfo, frozen
 
 
 class TeacherFactory(Protocol):
@@ -67,9 +67,9 @@ def create_teacher(name: str, weights: str | Path | None = None, device: str = "
 
         return create_custom_teacher(name, weights=weights, device=device)
     teacher_info(name)  # one-line error for unknown names
-    teacher = _REGISTRY[name][1](weights, device)
-    teacher.eval().requires_grad_(False)
-    return teacher
+    # east's families build (and freeze) through base.build_teacher; a factory registered from
+    # outside may not, so the registry freezes whatever it returns
+    return frozen(_REGISTRY[name][1](weights, device))
 
 
 def _load_families() -> None:

@@ -58,12 +58,12 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     frame_times,
     freeze_for_cpu,
-    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
-from east.extract.weights import load_state_dict, load_strict, resolve_weights, sha256_file
+from east.extract.weights import resolve_weights
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -560,20 +560,20 @@ def _make_factory(
     weightfile = info.weights[0]
     rf_s = _ARCHS[model].receptive_field_s
 
-    def factory(weights: str | Path | None, device: str) -> Teacher:
-        if isinstance(weights, str) and weights == "random":
-            # deterministic "random" weights: a resumed extraction must match a clean run
-            net = seeded_random_init(lambda: _build_net(model))
-            teacher = TaggerTeacher(info, net, TAGS[dataset], rf_s)
-            teacher.weights_sha256 = "random"
-        else:
-            path = resolve_weights(weightfile, weights, teacher=info.name)
-            net = _build_net(model)
-            load_strict(net, load_state_dict(path), path)
-            teacher = TaggerTeacher(info, net, TAGS[dataset], rf_s)
-            teacher.weights_sha256 = sha256_file(path)
+    def wrap(net: nn.Module, _: object) -> Teacher:
+        teacher = TaggerTeacher(info, net, TAGS[dataset], rf_s)  # type: ignore[arg-type]
         teacher.cpu_frames_per_pass = _ARCHS[model].cpu_frames_per_pass
-        return teacher.to(device).eval().requires_grad_(False)
+        return teacher
+
+    def factory(weights: str | Path | None, device: str) -> Teacher:
+        return build_teacher(
+            weights,
+            device,
+            net=lambda: _build_net(model),
+            teacher=wrap,
+            files=lambda w: (resolve_weights(weightfile, w, teacher=info.name),),
+            meta_init=False,
+        )
 
     return factory
 

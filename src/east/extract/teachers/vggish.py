@@ -36,6 +36,7 @@ of numpy's array reconstructors, never with arbitrary unpickling).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,30 @@ from east.extract.teachers.base import (
     TeacherInfo,
     TeacherOutput,
     WeightFile,
+    build_teacher,
     frame_times,
-    seeded_random_init,
 )
 from east.extract.teachers.registry import register_teacher
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "INFO",
+    "MIN_SAMPLES",
+    "SAMPLE_RATE",
+    "STFT_HOP",
+    "VGGISH_PCA",
+    "VGGISH_WEIGHTS",
+    "Postprocessor",
+    "VGGishFrontEnd",
+    "VGGishNet",
+    "VGGishTeacher",
+    "dequantize",
+    "load_pca_params",
+    "mel_matrix",
+    "num_patches",
+    "vggish",
+    "waveform_to_patches",
+]
 
 SAMPLE_RATE = 16_000
 STFT_WINDOW = 400  # 25 ms
@@ -371,25 +392,14 @@ def vggish(weights: str | Path | None, device: str) -> Teacher:
     ``"random"`` (seeded random body, random PCA rotation fitted to its outputs), a folder holding both
     release files, or the path of a VGG body checkpoint (the PCA file is then taken from the
     same folder when it is there, else from the weights directory)."""
-    from east.extract.weights import load_state_dict, load_strict, sha256_file
+    # The VGG body and the PCA file both define the teacher: provenance names both digests.
+    return build_teacher(weights, device, net=VGGishNet, teacher=_with_pca, files=_weight_paths)
 
-    if isinstance(weights, str) and weights == "random":
-        net = seeded_random_init(VGGishNet)
-        digest = "random"
-    else:
-        body, pca = _weight_paths(weights)  # fails before any work when a file is missing
-        # No point initialising 72 M parameters that the strict load overwrites, every one.
-        with torch.device("meta"):
-            net = VGGishNet()
-        net = net.to_empty(device="cpu")
-        load_strict(net, load_state_dict(body), body)
-        matrix, means = load_pca_params(pca)
-        # Both files define the teacher: provenance names both digests.
-        digest = f"{sha256_file(body)}+{sha256_file(pca)}"
-    teacher = VGGishTeacher(net)
-    teacher.weights_sha256 = digest
-    if digest == "random":
-        matrix, means = _random_pca(teacher)
+
+def _with_pca(net: nn.Module, files: Sequence[Path]) -> VGGishTeacher:
+    """The teacher around ``net`` with the release's PCA (``files[1]``), or a random one."""
+    teacher = VGGishTeacher(net)  # type: ignore[arg-type]
+    matrix, means = load_pca_params(files[1]) if files else _random_pca(teacher)
     teacher.postprocessor.pca_eigen_vectors.copy_(matrix)
     teacher.postprocessor.pca_means.copy_(means)
-    return teacher.to(device).eval().requires_grad_(False)
+    return teacher

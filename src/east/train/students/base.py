@@ -112,27 +112,30 @@ StudentFactory = Callable[..., Student]
 
 class StudentInfo(NamedTuple):
     """Registry entry: the factory ``(num_classes, **kw) -> Student``, a one-line
-    description, the paper's backbone parameter count (millions) and its source."""
+    description, the paper's backbone parameter count (millions) and its source;
+    ``log_mel``: the student has a :class:`east.features.LogMelFrontend` that its factory
+    configures with ``frontend={...}`` (SpecAugment widths go there)."""
 
     name: str
     factory: StudentFactory
     description: str
     paper_params_m: float
     paper: str
+    log_mel: bool = True
 
 
 STUDENTS: dict[str, StudentInfo] = {}
 
 
 def register_student(
-    name: str, description: str, paper_params_m: float, paper: str
+    name: str, description: str, paper_params_m: float, paper: str, log_mel: bool = True
 ) -> Callable[[StudentFactory], StudentFactory]:
     """Decorator adding a student factory to the registry under ``name``."""
 
     def wrap(factory: StudentFactory) -> StudentFactory:
         if name in STUDENTS:
             raise ValueError(f"student {name!r} registered twice")
-        STUDENTS[name] = StudentInfo(name, factory, description, paper_params_m, paper)
+        STUDENTS[name] = StudentInfo(name, factory, description, paper_params_m, paper, log_mel)
         return factory
 
     return wrap

@@ -24,6 +24,16 @@ from east.features import num_stft_frames, stride_frame_times
 from east.train.students.base import Student, register_student
 from east.train.students.short_chunk_cnn import ClassifierHead, global_max_pool
 
+__all__ = [
+    "CHUNK_SAMPLES",
+    "ConvBlock",
+    "HarmonicCNN",
+    "HarmonicFrontend",
+    "ResPoolBlock",
+    "create_harmonic_cnn",
+    "harmonic_centres",
+]
+
 #: training chunk of the harmonic CNN (5 s at 16 kHz)
 CHUNK_SAMPLES = 80000
 
@@ -204,6 +214,7 @@ class HarmonicCNN(Student):
     "Harmonic CNN with learnable harmonic filters (paper 2), 16 kHz, 5 s chunks",
     paper_params_m=3.6,
     paper="paper 2, Table 2",
+    log_mel=False,  # learnable harmonic filters, not a log-mel front-end
 )
 def create_harmonic_cnn(num_classes: int, **kwargs: object) -> HarmonicCNN:
     return HarmonicCNN(num_classes, **kwargs)  # type: ignore[arg-type]
