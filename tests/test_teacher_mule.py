@@ -6,10 +6,14 @@ in the isolated ``.venv-mule``); the end-to-end comparison with upstream is ``ma
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import re
 import zipfile
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from east.errors import WeightsError
 from east.extract.teachers import create_teacher, teacher_info
 from east.extract.teachers.mule import (
     EMBEDDING_DIM,
+    STAGE_DEPTHS,
     MuleFrontEnd,
     MuleTeacher,
     NFBlock,
@@ -30,13 +35,16 @@ from east.extract.teachers.mule import (
 from east.extract.teachers.mule_convert import (
     KerasArchive,
     convert_archive,
+    creation_order,
     find_source,
     name_map,
     read_keras_archive,
+    skip_gain_map,
     variable_map,
 )
 
 DATA = Path(__file__).parent / "data"
+WS_CLS = "WeightStandardization"
 
 
 @pytest.fixture(scope="module")
@@ -263,11 +271,123 @@ def _check_embed(teacher: MuleTeacher) -> None:
 # --------------------------------------------------------------------------- converter
 
 
-def _synthetic_archive(layout: dict) -> KerasArchive:
+class _UpstreamGraph:
+    """Upstream's SF-NFNet-F0 layer graph with Keras' auto-names, rebuilt without TensorFlow.
+
+    Follows ``SfNfNetF0._make_layers`` (Keras names a layer ``<snake class>_<k>`` when it is
+    created) and ``_apply_layers`` (``tf.*`` ops are named when called), writing each call as
+    tf.keras 2.13 ``inbound_nodes``: ``[[[name, 0, 0, kwargs], ...]]``. The layout fixture has
+    names only; ``test_upstream_graph_matches_layout`` checks this rebuild names every layer of
+    it alike.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.classes = {"input_1": "InputLayer"}
+        self.inbound: dict[str, list] = {"input_1": []}
+        self.learnable: dict[str, bool] = {}
+        self.gain_block: dict[str, str] = {}  # learnable ScalarMultiply name -> torch block
+        stems = [self._stem(), self._stem()]
+        stages = {path: [self._stage(s) for s in range(4)] for path in ("slow", "fast")}
+        fusions = [[self._new(c) for c in (WS_CLS, WS_CLS, "Concatenate")] for _ in range(4)]
+        head = [
+            self._new(c) for c in ("GlobalAveragePooling2D",) * 2 + ("Concatenate", "Activation")
+        ]
+        self._apply(stems, stages, fusions, head)
+
+    def _new(self, cls: str, base: str | None = None) -> str:
+        base = base or re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower().replace("2_d", "2d")
+        n = self.counts[base]
+        self.counts[base] += 1
+        name = base if n == 0 else f"{base}_{n}"
+        self.classes[name] = cls
+        return name
+
+    def _call(self, layer: str, *inputs: str, **kwargs: Any) -> str:
+        self.inbound[layer] = [[[x, 0, 0, kwargs] for x in inputs]]
+        return layer
+
+    def _op(self, op: str, x: str, **kwargs: Any) -> str:
+        return self._call(self._new("TFOpLambda", op), x, **kwargs)
+
+    def _conv(self, activation: bool) -> list[str]:
+        return [self._new("WeightStandardization")] + (
+            [self._new("Activation")] if activation else []
+        )
+
+    def _stem(self) -> list[str]:
+        return [name for i in range(4) for name in self._conv(i < 3)]
+
+    def _stage(self, stage: int) -> list[dict[str, Any]]:
+        return [
+            self._block(first=b == 0, pool=b == 0 and stage > 0) for b in range(STAGE_DEPTHS[stage])
+        ]
+
+    def _block(self, first: bool, pool: bool) -> dict[str, Any]:
+        block: dict[str, Any] = {"first": first, "pre": [self._new("Activation")]}
+        block["pre"].append(self._scalar(learnable=False))  # beta
+        block["convs"] = [name for i in range(4) for name in self._conv(i < 3)]
+        block["se"] = [self._new("GlobalAveragePooling2D"), self._new("Dense"), self._new("Dense")]
+        block["gains"] = [
+            self._scalar(learnable=True),
+            self._scalar(learnable=False),
+        ]  # skip, alpha
+        block["skip"] = [self._new("AveragePooling2D")] if pool else []
+        block["skip"] += [self._new("WeightStandardization")] if first else []
+        block["out"] = self._new("StochDepth")
+        return block
+
+    def _scalar(self, learnable: bool) -> str:
+        name = self._new("ScalarMultiply")
+        self.learnable[name] = learnable
+        return name
+
+    def _seq(self, layers: list[str], x: str) -> str:
+        for layer in layers:
+            x = self._call(layer, x)
+        return x
+
+    def _apply_block(self, block: dict[str, Any], x: str, prefix: str) -> str:
+        if block["first"]:  # transition block: activation and beta before the split
+            x = res = self._seq(block["pre"], x)
+        else:
+            res = self._seq(block["pre"], x)
+        conv = self._seq(block["convs"], res)
+        gate = self._op("tf.math.multiply", self._seq(block["se"], conv), y=2.0, name=None)
+        gate = self._op("tf.expand_dims", self._op("tf.expand_dims", gate, axis=1), axis=1)
+        res = self._op("tf.math.multiply", gate, y=[conv, 0, 0], name=None)
+        self.gain_block[block["gains"][0]] = f"{prefix}.skip_gain"
+        res = self._seq(block["gains"], res)
+        return self._call(block["out"], self._seq(block["skip"], x), res)
+
+    def _apply(self, stems: list, stages: dict, fusions: list, head: list[str]) -> None:
+        slow, fast = (self._seq(stem, "input_1") for stem in stems)
+        for s, (temporal, pointwise, concat) in enumerate(fusions):
+            slow = self._call(concat, slow, self._seq([temporal, pointwise], fast))
+            for b, block in enumerate(stages["slow"][s]):
+                slow = self._apply_block(block, slow, f"slow_stages.{s}.{b}")
+            for b, block in enumerate(stages["fast"][s]):
+                fast = self._apply_block(block, fast, f"fast_stages.{s}.{b}")
+        pooled = [self._call(head[0], slow), self._call(head[1], fast)]
+        self._call(head[3], self._call(head[2], *pooled))
+
+
+@pytest.fixture(scope="module")
+def graph() -> _UpstreamGraph:
+    return _UpstreamGraph()
+
+
+def _synthetic_archive(layout: dict, graph: _UpstreamGraph | None = None) -> KerasArchive:
     # Each variable is filled with its own index (cheap, and shows where every value went);
     # the first fast-stem kernel is random so that its transposition is checked too.
+    inbound = graph.inbound if graph is not None else {}
     layers = [
-        {"class_name": cls, "name": name, "config": {"learnable": learnable}}
+        {
+            "class_name": cls,
+            "name": name,
+            "config": {"learnable": learnable},
+            "inbound_nodes": copy.deepcopy(inbound.get(name, [])),
+        }
         for cls, name, learnable in layout["layers"]
     ]
     variables = {
@@ -277,8 +397,10 @@ def _synthetic_archive(layout: dict) -> KerasArchive:
     return KerasArchive(layers=layers, variables=variables)
 
 
-def test_converter_maps_every_keras_variable(layout: dict, teacher: MuleTeacher) -> None:
-    archive = _synthetic_archive(layout)
+def test_converter_maps_every_keras_variable(
+    layout: dict, graph: _UpstreamGraph, teacher: MuleTeacher
+) -> None:
+    archive = _synthetic_archive(layout, graph)
     names = name_map(archive)
     # Keras names layers in creation order; upstream creates stems, stages, then fusions.
     assert names["weight_standardization"] == "slow_stem.0"
@@ -308,11 +430,148 @@ def test_converter_maps_every_keras_variable(layout: dict, teacher: MuleTeacher)
     )
 
 
-def test_converter_rejects_other_models(layout: dict) -> None:
-    archive = _synthetic_archive(layout)
+def test_converter_rejects_other_models(layout: dict, graph: _UpstreamGraph) -> None:
+    archive = _synthetic_archive(layout, graph)
     archive.layers = [layer for layer in archive.layers if layer["name"] != "dense_7"]
     with pytest.raises(WeightsError, match="Dense"):
         convert_archive(archive)
+
+
+def test_upstream_graph_matches_layout(layout: dict, graph: _UpstreamGraph) -> None:
+    # The rebuilt graph names every layer of the file TensorFlow saved, with its class and
+    # learnable flag: so its wiring is upstream's, under the file's own names.
+    assert {name: cls for cls, name, _ in layout["layers"]} == graph.classes
+    learnable = {name for cls, name, flag in layout["layers"] if cls == "ScalarMultiply" and flag}
+    assert learnable == {name for name, flag in graph.learnable.items() if flag}
+    assert set(graph.inbound) == set(graph.classes)
+    assert len(graph.gain_block) == 24
+
+
+def _skip_gains(state: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in state.items() if k.endswith("skip_gain")}
+
+
+def _ref_rename(obj: Any, new: dict[str, str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _ref_rename(v, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int):
+            return [new.get(obj[0], obj[0]), *(_ref_rename(x, new) for x in obj[1:])]
+        return [_ref_rename(x, new) for x in obj]
+    return obj
+
+
+def _renumbered(archive: KerasArchive) -> KerasArchive:
+    """The archive as tf.keras would save it again after loading it.
+
+    ``ScalarMultiply.get_config()`` has no name, so loading names those layers afresh in
+    layer-list order; the graph, the other names and the h5 groups (named by a counter over
+    the layer list) stay as they were.
+    """
+    scalars = [lyr["name"] for lyr in archive.layers if lyr["class_name"] == "ScalarMultiply"]
+    new = {old: "scalar_multiply" + (f"_{i}" if i else "") for i, old in enumerate(scalars)}
+    layers = [
+        {**_ref_rename(lyr, new), "name": new.get(lyr["name"], lyr["name"])}
+        for lyr in archive.layers
+    ]
+    return KerasArchive(layers=layers, variables=dict(archive.variables))
+
+
+def test_skip_gains_follow_the_graph_not_the_names(layout: dict, graph: _UpstreamGraph) -> None:
+    original = _synthetic_archive(layout, graph)
+    # On the file as TensorFlow first saved it, names and graph agree.
+    gains = skip_gain_map(original, name_map(original))
+    assert gains == graph.gain_block
+    assert gains["scalar_multiply_1"] == "slow_stages.0.0.skip_gain"
+    assert gains["scalar_multiply_37"] == "fast_stages.0.0.skip_gain"
+    expected = _skip_gains(convert_archive(original))
+    assert len(set(expected.values())) == 24  # every block's gain has its own value
+
+    renumbered = _renumbered(original)
+    old_names = {lyr["name"] for lyr in original.layers}
+    moved = [lyr["name"] for lyr in renumbered.layers if lyr["name"] not in old_names]
+    assert not moved  # the same names, on other layers
+    learnable = [
+        lyr["name"]
+        for lyr in renumbered.layers
+        if lyr["class_name"] == "ScalarMultiply" and lyr["config"]["learnable"]
+    ]
+    assert set(learnable) != set(gains)  # the learnable gains now carry other numbers
+    # What the name order would give (the converter's old rule): 23 of 24 gains misplaced.
+    by_name = sorted(learnable, key=lambda n: int(n.rpartition("_")[2] or 0))
+    old_rule = dict(zip(by_name, creation_order()["ScalarMultiply"], strict=True))
+    truth = {
+        new: graph.gain_block[old]
+        for old, new in zip(
+            [lyr["name"] for lyr in original.layers],
+            [lyr["name"] for lyr in renumbered.layers],
+            strict=True,
+        )
+        if old in graph.gain_block
+    }
+    assert sum(old_rule[n] != truth[n] for n in learnable) == 23
+    # The converter follows the graph: every block gets its own gain back.
+    assert skip_gain_map(renumbered, name_map(renumbered)) == truth
+    state = convert_archive(renumbered)
+    assert _skip_gains(state) == expected
+    reference = convert_archive(original)
+    assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+
+def _gain_layer(archive: KerasArchive, block: str, graph: _UpstreamGraph) -> dict:
+    name = next(n for n, b in graph.gain_block.items() if b == block)
+    return next(lyr for lyr in archive.layers if lyr["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("break_graph", "message"),
+    [
+        ("no_graph", "no inputs"),
+        ("two_gains_one_block", "both follow"),
+        ("after_wrong_layer", "does not follow one block"),
+        ("undefined_input", "does not define"),
+        ("duplicate_name", "two layers alike"),
+    ],
+)
+def test_converter_refuses_a_graph_that_does_not_place_the_gains(
+    layout: dict, graph: _UpstreamGraph, break_graph: str, message: str
+) -> None:
+    archive = _synthetic_archive(layout, graph)
+    gain = _gain_layer(archive, "slow_stages.2.3.skip_gain", graph)
+    other = _gain_layer(archive, "slow_stages.2.4.skip_gain", graph)
+    if break_graph == "no_graph":
+        for layer in archive.layers:
+            layer.pop("inbound_nodes")
+    elif break_graph == "two_gains_one_block":
+        gain["inbound_nodes"] = copy.deepcopy(other["inbound_nodes"])
+    elif break_graph == "after_wrong_layer":  # after the block's alpha, not its squeeze-excite
+        alpha = next(
+            lyr for lyr in archive.layers if lyr["inbound_nodes"] == [[[gain["name"], 0, 0, {}]]]
+        )
+        gain["inbound_nodes"] = [[[alpha["name"], 0, 0, {}]]]
+    elif break_graph == "undefined_input":
+        gain["inbound_nodes"] = [[["tf.math.multiply_999", 0, 0, {}]]]
+    else:
+        other["name"] = gain["name"]
+    with pytest.raises(WeightsError, match=message) as info:
+        convert_archive(archive)
+    assert "\n" not in str(info.value)
+
+
+def test_graph_references_in_keras_2_and_3_forms() -> None:
+    from east.extract.teachers.mule_convert import _references
+
+    keras2 = [[["tf.expand_dims_1", 0, 0, {"y": ["weight_standardization_11", 0, 0]}]]]
+    assert _references(keras2) == ["tf.expand_dims_1", "weight_standardization_11"]
+    assert _references([[["dense_1", 0, 0, {"y": 2.0, "name": None}]]]) == ["dense_1"]
+    keras3 = [
+        {
+            "args": [{"class_name": "__keras_tensor__", "config": {"keras_history": ["a", 0, 0]}}],
+            "kwargs": {"y": {"config": {"shape": [None, 2], "keras_history": ["b", 0, 0]}}},
+        }
+    ]
+    assert _references(keras3) == ["a", "b"]
+    assert _references([[["_CONSTANT_VALUE", -1, 0.5, {}]]]) == []
 
 
 def test_read_keras_archive_and_lfs_pointer(tmp_path: Path) -> None:

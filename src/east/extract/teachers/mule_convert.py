@@ -32,8 +32,18 @@ ScalarMultiply ``vars/0``   ``<block>.skip_gain``                  — (learnabl
 WS (``WeightStandardization``) layers in creation order: ``slow_stem.0-3``,
 ``fast_stem.0-3``, then every slow block ``slow_stages.S.B.conv1-4`` (+ ``.shortcut`` for the
 first block of a stage), every fast block likewise, then ``fusions.S.temporal`` and
-``fusions.S.pointwise``. Dense layers: ``se.fc1``, ``se.fc2`` of every slow then fast block;
-learnable ScalarMultiply layers: ``skip_gain`` of every slow then fast block.
+``fusions.S.pointwise``. Dense layers: ``se.fc1``, ``se.fc2`` of every slow then fast block.
+
+Learnable ScalarMultiply layers (the SkipInit ``skip_gain``) are *not* placed by name:
+upstream's ``ScalarMultiply.get_config()`` omits ``name``, so a file that was loaded and saved
+again renumbers them in layer-list order, and all 24 gains have shape ``()`` (strict loading
+cannot notice a swap). They are placed from the ``config.json`` graph instead
+(:func:`skip_gain_map`): upstream's residual path ends
+``conv4 → squeeze-excite → ScalarMultiply(0, learnable) → ScalarMultiply(alpha)``, and the
+squeeze-excite output is ``tf.math.multiply`` ops joining ``conv4`` (a WS layer) and ``se.fc2``
+(a Dense layer) — so walking back from a gain through unweighted layers must reach exactly one
+block's ``conv4`` and ``se.fc2``. WS and Dense names are safe (their configs keep ``name``).
+A file whose graph does not tie every gain to a distinct block is refused.
 
 The output file records the sha256 of the source file, which the teacher stamps into cache
 provenance, so a cache made from converted weights still names the official file.
@@ -63,10 +73,11 @@ __all__ = [
     "find_source",
     "name_map",
     "read_keras_archive",
+    "skip_gain_map",
     "variable_map",
 ]
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: skip gains placed from the layer graph, not by name
 # Where the model sits in a clone of PandoraMedia/music-audio-representations.
 REPO_MODEL_PATH = Path("supporting_data/model/model.keras")
 LFS_POINTER_PREFIX = b"version https://git-lfs"
@@ -217,7 +228,8 @@ def name_map(archive: KerasArchive) -> dict[str, str]:
     """Keras layer name → torch module path, for the weighted layers of the archive."""
     order = creation_order()
     mapping: dict[str, str] = {}
-    for cls, modules in order.items():
+    for cls in (WS, DENSE):
+        modules = order[cls]
         base = _snake(cls)
         named = [
             layer
@@ -235,7 +247,121 @@ def name_map(archive: KerasArchive) -> dict[str, str]:
         by_creation = sorted(named, key=lambda layer: _counter(_layer_name(layer), base))
         for layer, module in zip(by_creation, modules, strict=True):
             mapping[_layer_name(layer)] = module
+    mapping.update(skip_gain_map(archive, mapping))
     return mapping
+
+
+# --------------------------------------------------------------------------- layer graph
+
+
+def _is_ref(obj: Any) -> bool:
+    # Keras 2 node data: [layer_name, node_index, tensor_index(, kwargs)].
+    return (
+        len(obj) >= 3
+        and isinstance(obj[0], str)
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in obj[1:3])
+        and obj[0] != "_CONSTANT_VALUE"
+    )
+
+
+def _references(obj: Any) -> list[str]:
+    """Names of the layers an ``inbound_nodes`` structure refers to (Keras 2 and 3 forms)."""
+    found: list[str] = []
+    if isinstance(obj, dict):
+        history = obj.get("keras_history")  # Keras 3: {"config": {"keras_history": [...]}}
+        if isinstance(history, list) and history and isinstance(history[0], str):
+            found.append(history[0])
+        else:
+            for value in obj.values():
+                found += _references(value)
+    elif isinstance(obj, list | tuple):
+        if _is_ref(obj):
+            found.append(obj[0])
+            obj = obj[3:]  # kwargs can hold more tensors (tf.math.multiply's ``y``)
+        for item in obj:
+            found += _references(item)
+    return found
+
+
+def _weighted_ancestors(
+    start: str, inbound: Mapping[str, list[str]], classes: Mapping[str, str], stops: set[str]
+) -> set[str]:
+    """The weighted layers (or ``stops``) first reached walking back from ``start``."""
+    reached: set[str] = set()
+    seen = {start}
+    todo = list(inbound[start])
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in classes:
+            raise WeightsError(f"config.json refers to a layer {name!r} it does not define")
+        if name in stops or classes[name] in (WS, DENSE, "InputLayer"):
+            reached.add(name)
+        else:
+            todo += inbound[name]
+    return reached
+
+
+def skip_gain_map(archive: KerasArchive, trunk: Mapping[str, str]) -> dict[str, str]:
+    """Learnable ScalarMultiply layer name → ``<block>.skip_gain``, read from the graph.
+
+    ``trunk`` maps WS and Dense layer names to modules (:func:`name_map`).
+    """
+    gains = [
+        _layer_name(layer)
+        for layer in archive.layers
+        if layer.get("class_name") == SCALAR and _has_weights(layer)
+    ]
+    blocks = creation_order()[SCALAR]
+    if len(gains) != len(blocks):
+        raise WeightsError(
+            f"expected {len(blocks)} weighted {SCALAR} layers in the MULE model, found "
+            f"{len(gains)}: not an SF-NFNet-F0 MULE model"
+        )
+    classes = {_layer_name(layer): str(layer.get("class_name")) for layer in archive.layers}
+    if len(classes) != len(archive.layers):
+        raise WeightsError("config.json names two layers alike: its layer graph is ambiguous")
+    inbound = {
+        _layer_name(layer): _references(layer.get("inbound_nodes", [])) for layer in archive.layers
+    }
+    mapping: dict[str, str] = {}
+    for gain in gains:
+        if not inbound[gain]:
+            raise WeightsError(
+                f"config.json gives no inputs (inbound_nodes) for {SCALAR} {gain!r}: its "
+                "block cannot be told, and its name is not reliable"
+            )
+        mapping[gain] = _block_of_gain(gain, inbound, classes, trunk, set(gains))
+    taken: dict[str, str] = {}
+    for gain, module in mapping.items():
+        if module in taken:
+            raise WeightsError(
+                f"{SCALAR} layers {taken[module]!r} and {gain!r} both follow the "
+                f"squeeze-excite of {module.removesuffix('.skip_gain')}: ambiguous layer graph"
+            )
+        taken[module] = gain
+    return mapping
+
+
+def _block_of_gain(
+    gain: str,
+    inbound: Mapping[str, list[str]],
+    classes: Mapping[str, str],
+    trunk: Mapping[str, str],
+    gains: set[str],
+) -> str:
+    # Walking back also stops at other gains, so a gain wired to the wrong place is caught.
+    reached = _weighted_ancestors(gain, inbound, classes, set(trunk) | gains)
+    modules = sorted(trunk.get(name, name) for name in reached)
+    convs = [m.removesuffix(".conv4") for m in modules if m.endswith(".conv4")]
+    if len(modules) == 2 and len(convs) == 1 and f"{convs[0]}.se.fc2" in modules:
+        return f"{convs[0]}.skip_gain"
+    raise WeightsError(
+        f"{SCALAR} {gain!r} does not follow one block's conv4 and squeeze-excite in "
+        f"config.json (it follows {', '.join(modules) or 'nothing'}): cannot place its skip gain"
+    )
 
 
 def variable_map(archive: KerasArchive) -> dict[str, tuple[str, str]]:
