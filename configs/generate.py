@@ -8,11 +8,19 @@ decay 1e-4, batch 16, gradient clip 1.0, ReduceLROnPlateau ×0.2 on the validati
 (patience 8 OpenMIC / 5 MTAT), early stopping on the validation loss (patience 15 / 12), max
 80k / 100k steps, seed 1223, λ 0.8 (VGGish, OpenL3) / 0.9 (PaSST, PANNs) on OpenMIC and 0.6
 on MTAT, EAsT_KD = 0.3·KD + 0.7·dCor, τ = 2; OpenMIC mixup α 0.3 and SpecAugment 48/192.
-Teacher_LR: SGD lr 0.1, plateau ×0.1 patience 1, early stopping patience 3.
+Teacher_LR: SGD lr 0.1 (0.2 for MTAT-PaSST and OpenMIC-VGGish, as the reference's
+``config/magna/lr_passt.json`` and ``config/openmic/lr_vggish.json``), plateau ×0.1 patience 1,
+early stopping patience 3.
+Baselines (no teacher): the reference's first-commit configs ``config/magna/mobile_fcn.json`` and
+``config/openmic/cp_resnet.json``: plateau ×0.2 patience 8 and early stopping 15 on MTAT,
+plateau ×0.2 patience 8 and early stopping 20 on OpenMIC. That OpenMIC config uses ρ = 3; paper
+1 §4 says ρ = 7 for CP-ResNet, so the paper's ρ = 7 is kept (docs/fidelity.md).
 
 Paper 2 (Ding & Lerch 2024) states no optimiser settings or λ; it builds on the same code, so
-the paper-1 MTAT settings are used (λ 0.6) with its students: SC-CNN trained on random 3.69 s
-chunks and HCNN on 5 s chunks (their authors' input lengths), evaluated on full clips.
+the paper-1 MTAT settings are used (λ 0.6, the MTAT baseline schedule, Teacher_LR lr 0.2 for
+PaSST on MTAT) with its students: SC-CNN (1×1 shortcuts: paper 2 Table 2's 9.1 M) trained on
+random 3.69 s chunks and HCNN on 5 s chunks (their authors' input lengths), evaluated on full
+clips.
 
 Paths: caches at ``cache/<dataset>/<teacher>.zarr`` (``east extract``'s default), dataset
 roots under ``data/`` (override with ``--set dataset.root=...``), runs under ``runs/``.
@@ -54,6 +62,9 @@ PAPER1_SETTINGS = {
         "max_steps": 80_000,
         "augment": {"mixup_alpha": 0.3, "freq_mask": 48, "time_mask": 192},
         "teacher_lr_max_steps": 80_000,
+        # reference config/openmic/cp_resnet.json (first commit); its rho 3 is not taken
+        "baseline_scheduler": {"factor": 0.2, "patience": 8},
+        "baseline_early_stopping": {"patience": 20},
     },
     "mtat": {
         "student_kwargs": {},
@@ -62,8 +73,31 @@ PAPER1_SETTINGS = {
         "early_stopping": {"patience": 12},
         "max_steps": 100_000,
         "augment": {"mixup_alpha": 0.0, "freq_mask": 0, "time_mask": 0},
+        # reference config/magna/mobile_fcn.json (first commit)
+        "baseline_scheduler": {"factor": 0.2, "patience": 8},
+        "baseline_early_stopping": {"patience": 15},
     },
 }
+
+#: Teacher_LR learning rates that differ from 0.1 in the reference's config/*/lr_*.json
+TEACHER_LR_LR = {("mtat", "passt"): 0.2, ("openmic", "vggish"): 0.2}
+
+#: frames a clip-level teacher covers in the reference's configs (``teacher_expand`` of
+#: config/openmic/east_*_pann.json: 60 of CP-ResNet's 62 frames). On MTAT its 30/15/15 equal
+#: Mobile FCN's frames, which is what east's broadcast gives, so nothing is set there.
+CLIP_FRAMES = {("openmic", "panns"): 60}
+
+#: student kwargs of paper 2 (1x1 shortcuts: Table 2's 9.1 M for SC-CNN)
+PAPER2_STUDENT_KWARGS: dict[str, dict[str, Any]] = {
+    "short_chunk_cnn": {"shortcut_kernel": 1},
+    "harmonic_cnn": {},
+}
+
+
+def teacher_lr_lr(dataset: str, teacher: str | None) -> float:
+    """The reference's Teacher_LR (linear probe) SGD learning rate."""
+    return TEACHER_LR_LR.get((dataset, teacher or ""), 0.1)
+
 
 PAPER2_CROPS = {  # their authors' input lengths, by student
     "short_chunk_cnn": {"mode": "fixed", "seconds": 3.69, "position": "random"},
@@ -109,7 +143,8 @@ def student_config(
     info = system_info(system)
     if info.probe:
         cfg["teachers"] = cache(dataset, teacher)  # type: ignore[arg-type]
-        cfg["teacher_lr"] = {"lr": 0.1, "factor": 0.1, "patience": 1, "early_stopping": 3}
+        lr = teacher_lr_lr(dataset, teacher)
+        cfg["teacher_lr"] = {"lr": lr, "factor": 0.1, "patience": 1, "early_stopping": 3}
         cfg["loss"] = {"lambda": 0.0}
         return cfg
     if teacher is not None:
@@ -127,6 +162,15 @@ def student_config(
     return cfg
 
 
+def baseline_schedule(common: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``common`` with the reference's baseline plateau / early-stopping patience."""
+    return {
+        **common,
+        "scheduler": settings["baseline_scheduler"],
+        "early_stopping": settings["baseline_early_stopping"],
+    }
+
+
 def paper1() -> dict[str, dict[str, Any]]:
     out = {}
     for exp in PAPER1:
@@ -140,13 +184,17 @@ def paper1() -> dict[str, dict[str, Any]]:
             augment=p["augment"],
         )
         out[f"paper1/{dataset}/baseline.yaml"] = student_config(
-            dataset, "baseline", None, out_dir, lam=0.0, **common
+            dataset, "baseline", None, out_dir, lam=0.0, **baseline_schedule(common, p)
         )
         for teacher in exp.teachers:
             for system in exp.teacher_systems:
-                out[f"paper1/{dataset}/{system}_{teacher}.yaml"] = student_config(
+                cfg = student_config(
                     dataset, system, teacher, out_dir, lam=p["lambda"][teacher], **common
                 )
+                frames = CLIP_FRAMES.get((dataset, teacher))
+                if frames and system_info(system).measure is not None:
+                    cfg["teachers"][0]["clip_frames"] = frames
+                out[f"paper1/{dataset}/{system}_{teacher}.yaml"] = cfg
     return out
 
 
@@ -157,14 +205,14 @@ def paper2() -> dict[str, dict[str, Any]]:
         dataset, student = exp.dataset, exp.student
         out_dir = f"runs/paper2/{dataset}/{student}"
         common = dict(
-            student={"name": student, "kwargs": {}},
+            student={"name": student, "kwargs": dict(PAPER2_STUDENT_KWARGS[student])},
             scheduler=mtat["scheduler"],
             early_stopping=mtat["early_stopping"],
             max_steps=mtat["max_steps"],
             crop=PAPER2_CROPS[student],
         )
         out[f"paper2/{dataset}/{student}/baseline.yaml"] = student_config(
-            dataset, "baseline", None, out_dir, lam=0.0, **common
+            dataset, "baseline", None, out_dir, lam=0.0, **baseline_schedule(common, mtat)
         )
         for teacher in exp.teachers:
             for system in exp.teacher_systems:

@@ -33,7 +33,7 @@ def _bn(c: int) -> int:
         ("cp_resnet", {}, True, 5.52),  # paper 1 counts the backbone
         ("harmonic_cnn", {}, True, 3.6),
         ("harmonic_cnn", {}, False, 3.6),
-        ("short_chunk_cnn", {"shortcut_kernel": 1}, False, 9.1),  # see docs/students.md
+        ("short_chunk_cnn", {}, False, 9.1),  # 1x1 shortcuts by default (docs/students.md)
     ],
 )
 def test_parameter_counts_within_two_percent_of_paper(name, kwargs, backbone_only, paper_m):
@@ -55,13 +55,17 @@ def test_mobile_fcn_count_is_the_reference_architecture():
     assert student.num_parameters(backbone_only=False) == expected + 256 * 50 + 50
 
 
-def test_short_chunk_cnn_default_is_the_original_3x3_shortcut_layout():
+@pytest.mark.parametrize(("kwargs", "k"), [({}, 1), ({"shortcut_kernel": 3}, 3)])
+def test_short_chunk_cnn_shortcut_layouts(kwargs, k):
+    # default: 1x1 projection shortcuts (paper 2's 9.1 M); shortcut_kernel=3: the original
+    # sota-music-tagging-models layout (12.10 M)
     widths = [1, 128, 128, 256, 256, 256, 256, 512]
     expected = _bn(1)
     for c_in, c_out in itertools.pairwise(widths):
         expected += _conv(c_in, c_out, 3, True) + _conv(c_out, c_out, 3, True) + 2 * _bn(c_out)
-        expected += _conv(c_in, c_out, 3, True) + _bn(c_out)  # projection shortcut
-    assert create_student("short_chunk_cnn", 50).num_parameters(backbone_only=True) == expected
+        expected += _conv(c_in, c_out, k, True) + _bn(c_out)  # projection shortcut
+    student = create_student("short_chunk_cnn", 50, **kwargs)
+    assert student.num_parameters(backbone_only=True) == expected
 
 
 def test_cp_resnet_rho_changes_kernels():

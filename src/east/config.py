@@ -102,6 +102,10 @@ class TeacherConfig(_Strict):
     # "auto": the reference's fixed rescaling by teacher name (VGGish (x-128)/256, OpenL3 x-2.24);
     # "standardize": per-dimension mean/std of the training clips; "none": as stored
     rescale: Literal["auto", "standardize", "none"] = "auto"
+    # a clip-level teacher (one frame) is repeated this many frames and the student's maps are
+    # cut to the shorter, as the reference's teacher_expand (60 for PANNs on OpenMIC: 60 of
+    # CP-ResNet's 62 frames); None: it covers all the student's frames
+    clip_frames: int | None = Field(None, gt=0)
 
 
 class LossConfig(_Strict):

@@ -78,11 +78,14 @@ def align(
     t_times: Tensor | np.ndarray | None,
     t_valid: Tensor | None = None,
     mode: AlignMode = "repeat",
+    clip_frames: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Bring a student map and a teacher sequence to common frames → ``(s, t)`` with equal
     ``(N, T)``.
 
-    * clip-level teacher (one frame, or ``(N, D)``): broadcast over the student's frames;
+    * clip-level teacher (one frame, or ``(N, D)``): broadcast over the student's frames, or,
+      with ``clip_frames``, repeated that many times and both truncated to the shorter (the
+      reference's ``teacher_expand``: 60 of CP-ResNet's 62 frames for PANNs on OpenMIC);
     * ``t_valid`` (N,) valid teacher frames per clip: frames past the shortest clip's valid
       count are dropped first (padding never enters the loss);
     * ``"repeat"`` (reference): the coarser sequence is repeated ``round(coarse hop / fine
@@ -102,6 +105,8 @@ def align(
         t_frames = max(1, min(t_frames, int(torch.as_tensor(t_valid).min())))
         teacher = teacher[:, :t_frames]
     if t_frames == 1:
+        if clip_frames is not None:
+            student = student[:, : min(student.shape[1], clip_frames)]
         return student, teacher.expand(-1, student.shape[1], -1)
     s_arr, t_arr = _as_times(s_times), _as_times(t_times)
     if t_arr is None:
@@ -292,7 +297,8 @@ class RegularizerSpec:
     teachers mapping given to :class:`DistillationLoss`; ``stages``: ``"final"``, ``"all"`` or
     weights per student tap; ``weight``: factor of this term in L_reg; ``compress``: paper 2's
     embedding compression (feature measures only); ``align_mode``: ``repeat``|``linear``;
-    ``tau``: KD temperature.
+    ``clip_frames``: frames a clip-level teacher covers (see :func:`align`); ``tau``: KD
+    temperature.
     """
 
     measure: Measure
@@ -302,6 +308,7 @@ class RegularizerSpec:
     compress: bool = False
     align_mode: AlignMode = "repeat"
     tau: float = 2.0
+    clip_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -310,6 +317,8 @@ class RegularizerSpec:
             raise ConfigError("embedding compression applies to feature measures, not kd")
         if self.weight < 0:
             raise ConfigError("regularizer weight must be >= 0")
+        if self.clip_frames is not None and self.clip_frames < 1:
+            raise ConfigError("clip_frames must be >= 1")
 
 
 #: measure name → loss on aligned (s, t); fitnet goes through a FitNetHead unless compressed
@@ -469,6 +478,7 @@ class DistillationLoss(nn.Module):
                     tb.frame_times,
                     tb.num_frames,
                     spec.align_mode,
+                    spec.clip_frames,
                 )
                 if spec.measure == "fitnet" and key in self.fitnet_heads:
                     value = self.fitnet_heads[key](s, t)

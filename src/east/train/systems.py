@@ -73,6 +73,7 @@ def regularizers(cfg: RunConfig) -> list[Any]:
                     weight=feature_share * w / total,
                     compress=info.compress,
                     align_mode=cfg.loss.align,
+                    clip_frames=cfg.teachers[i].clip_frames,
                 )
             )
     return specs

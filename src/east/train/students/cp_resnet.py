@@ -99,7 +99,9 @@ class CPResNet(Student):
 
     def _init_weights(self) -> None:
         # He (fan-in) init, then Fixup-style rescaling: the first conv of every block scaled by
-        # L^-1/2 and the second zeroed, so each block starts as its shortcut (as the reference).
+        # L^-1/2 and the second zeroed, so each block starts as its shortcut; the 1x1 shortcut
+        # convs get He fan-out std sqrt(2 / C_out) (0.088 / 0.063), all as the reference's
+        # initialize_weights_fixup (models/basemodels/cp_resnet.py).
         blocks = [m for m in self.modules() if isinstance(m, BasicBlock)]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -114,6 +116,10 @@ class CPResNet(Student):
             fan_out = k[0] * k[1] * block.conv1.out_channels
             nn.init.normal_(block.conv1.weight, 0.0, len(blocks) ** -0.5 * math.sqrt(2.0 / fan_out))
             nn.init.zeros_(block.conv2.weight)
+            if isinstance(block.shortcut, nn.Sequential):
+                conv = block.shortcut[0]
+                fan_out = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
+                nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
 
     def head_modules(self) -> Sequence[nn.Module]:
         return [self.head]
