@@ -77,13 +77,15 @@ def results_tables(groups: list) -> list:
         ]
         evals = sorted({t for g in mine for r in g.runs for t in r.evals})
         table = Table(
-            title=f"{dataset_label(dataset)} — test split, mean ± std over seeds",
+            title=f"{dataset_label(dataset)} — test split, mean ± std over seeds "
+            "(clips: test clips per seed)",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
         )
         limited = any(g.train_fraction < 1.0 for g in mine)
-        for name in ("student", "system", "teacher", *(["data"] if limited else []), "seeds"):
-            table.add_column(name, overflow="fold")
+        columns = ("student", "system", "teacher", *(["data"] if limited else []), "seeds", "clips")
+        for name in columns:  # system names are identifiers: never cut them in two
+            table.add_column(name, overflow="fold", no_wrap=name == "system")
         for m in metrics:
             table.add_column(m, justify="right", no_wrap=True)
         for tag in evals:
@@ -106,10 +108,19 @@ def results_tables(groups: list) -> list:
                 teacher_label(g.teacher),
                 *([f"{round(g.train_fraction * 100)}%"] if limited else []),
                 str(len(g.runs)),
+                _clips(g),
                 *cells,
             )
         out.append(table)
     return out
+
+
+def _clips(group: object) -> str:
+    """Test clips per seed ("10", "10–12"), "—" where no run recorded them."""
+    counts = sorted({r.clips for r in group.runs if r.clips})  # type: ignore[attr-defined]
+    if not counts:
+        return "—"
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
 
 
 def register(app: typer.Typer) -> None:

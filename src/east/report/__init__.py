@@ -8,7 +8,7 @@ and writes into ``out``::
     results.csv          one row per group and metric: mean, std, n, seeds (tidy)
     tables/<key>.md|csv  each table on its own (laid out like the papers' tables)
     figures/*.png        limited-data curves, per-teacher bars, cost vs accuracy
-    index.html           tables and figures on one page
+    index.html           tables and figures on one page, offline (figures embedded)
     .east_report.json    the files above, so the next report clears only what east wrote
 
 It works on any subset of runs: a table or figure is written only when some run fills it.
@@ -130,7 +130,7 @@ def _cost_points(
         stat = g.stat(metric)
         if stat is None:
             continue
-        point = CostPoint(g.system, g.teacher, stat.mean, it_per_s=g.mean_of("it_per_s"))
+        point = CostPoint(g.system, g.teacher, stat.mean, it_per_s=g.mean_of("it_per_s"), stat=stat)
         if not is_probe(g.system):  # the probe has no student
             point.student_params = student_params.get(g.student)
         caches = [Path(c) for c in g.runs[0].teacher_caches] if g.teacher != NO_TEACHER else []
@@ -169,6 +169,9 @@ def _write_results_csv(path: Path, groups: Sequence[Group]) -> None:
                 "std",
                 "n",
                 "seeds",
+                "clips",
+                "ci95_low",
+                "ci95_high",
                 "source",
             ]
         )
@@ -193,6 +196,9 @@ def _write_results_csv(path: Path, groups: Sequence[Group]) -> None:
                             "" if stat.std is None else repr(stat.std),
                             stat.n,
                             " ".join(str(s) for s in g.seeds),
+                            stat.clips_text or "",
+                            "" if stat.ci95 is None else repr(stat.ci95[0]),
+                            "" if stat.ci95 is None else repr(stat.ci95[1]),
                             source,
                         ]
                     )
@@ -301,9 +307,14 @@ def _write_report(
         _write_results_csv(out / "results.csv", groups)
         report.files.append(out / "results.csv")
     if "html" in formats:
+        from east.report.figures import figure_caption
         from east.report.html import write_index
 
-        report.files.append(write_index(out / "index.html", tables, report.figures, report.notes))
+        captions = {f.stem: figure_caption(f.stem) for f in report.figures}
+        index = write_index(
+            out / "index.html", tables, report.figures, report.notes, captions=captions
+        )
+        report.files.append(index)
     _record_written(out, [*report.files, *report.figures])
 
 

@@ -16,6 +16,7 @@ counted and left out of the tables. If the layout changes, change :func:`read_ru
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "primary_metrics",
     "pydantic_message",
     "read_run",
+    "t_quantile",
     "teacher_name",
 ]
 
@@ -78,6 +80,8 @@ class RunRecord:
     teacher_caches: list[str] = field(default_factory=list)
     train_steps: int | None = None
     train_seconds: float | None = None  # sum of the epochs' training seconds
+    clips: int | None = None  # test clips the metrics were computed on
+    eval_clips: dict[str, int] = field(default_factory=dict)  # eval_<tag>.json → clips
 
     @property
     def key(self) -> tuple[str, str, str, str, float]:
@@ -186,6 +190,14 @@ def _metrics_of(results: dict[str, Any], path: Path, prefix: str = "test_") -> d
     return out
 
 
+def _clips_of(results: dict[str, Any]) -> int | None:
+    """The ``clips`` count of a results file; anything but a positive int is "not recorded"."""
+    value = results.get("clips")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
 def teacher_name(cache: str | Path) -> str:
     """A teacher cache path → the teacher's name (the store's stem, as run names use it)."""
     name = Path(str(cache).rstrip("/")).name
@@ -242,9 +254,12 @@ def read_run(path: str | Path) -> RunRecord:
     if system == "baseline":
         teacher = NO_TEACHER  # a baseline ignores any caches its config lists
     student = (cfg.student.name if cfg.student else None) or info.student or "unknown"
-    evals = {}
+    evals, eval_clips = {}, {}
     for extra in sorted(path.glob("eval_*.json")):
-        evals[extra.stem[len("eval_") :]] = _metrics_of(_read_json(extra), extra, prefix="")
+        tag, data = extra.stem[len("eval_") :], _read_json(extra)
+        evals[tag] = _metrics_of(data, extra, prefix="")
+        if (count := _clips_of(data)) is not None:
+            eval_clips[tag] = count
     steps, seconds = _training_time(path / METRICS_FILE)
     return RunRecord(
         path=path,
@@ -260,6 +275,8 @@ def read_run(path: str | Path) -> RunRecord:
         teacher_caches=caches,
         train_steps=steps,
         train_seconds=seconds,
+        clips=_clips_of(results),
+        eval_clips=eval_clips,
     )
 
 
@@ -303,19 +320,70 @@ def find_runs(paths: Iterable[str | Path]) -> Scan:
 # ------------------------------------------------------------------------------ aggregation
 
 
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (p > 0.5) of Student's t with ``df`` degrees of freedom.
+
+    Computed here (Simpson integration of the density, then bisection) because scipy is not
+    a dependency of east; tests check it against ``scipy.stats.t.ppf``."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        grid = np.linspace(0.0, x, 2001)
+        pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(grid**2 / df))
+        h = x / 2000
+        simpson = h / 3 * (pdf[0] + pdf[-1] + 4 * pdf[1:-1:2].sum() + 2 * pdf[2:-1:2].sum())
+        return 0.5 + float(simpson)
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:  # bracket the quantile
+        lo, hi = hi, 2 * hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+CI_MIN_SEEDS = 3  # fewer seeds give a t interval too wide to be worth printing
+
+
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (ddof=1; ``None`` for a single seed) over seeds."""
+    """Mean and sample standard deviation (ddof=1; ``None`` for a single seed) over seeds,
+    with the seeds' values and the distinct test-clip counts behind them (``()``: not
+    recorded)."""
 
     mean: float
     std: float | None
     n: int
+    clips: tuple[int, ...] = ()
+    values: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
+    def of(cls, values: Sequence[float], clips: Iterable[int | None] = ()) -> Stat:
         arr = np.asarray(values, dtype=np.float64)
         std = float(arr.std(ddof=1)) if len(arr) > 1 else None
-        return cls(float(arr.mean()), std, len(arr))
+        counts = tuple(sorted({c for c in clips if c is not None}))
+        return cls(float(arr.mean()), std, len(arr), counts, tuple(float(v) for v in arr))
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        """The 95 % confidence interval of the mean (Student's t, n - 1 degrees of freedom);
+        ``None`` below :data:`CI_MIN_SEEDS` seeds."""
+        if self.n < CI_MIN_SEEDS or self.std is None:
+            return None
+        half = t_quantile(0.975, self.n - 1) * self.std / math.sqrt(self.n)
+        return (self.mean - half, self.mean + half)
+
+    @property
+    def clips_text(self) -> str | None:
+        """Test clips per seed: ``"10"``, ``"10–12"`` when seeds differ, ``None`` unknown."""
+        if not self.clips:
+            return None
+        low, high = self.clips[0], self.clips[-1]
+        return f"{low}" if low == high else f"{low}–{high}"
 
 
 @dataclass
@@ -338,12 +406,13 @@ class Group:
         return next((r.task for r in self.runs if r.task), None)
 
     def stat(self, metric: str, eval_tag: str | None = None) -> Stat | None:
-        values = []
+        values, clips = [], []
         for run in self.runs:
             source = run.metrics if eval_tag is None else run.evals.get(eval_tag, {})
             if metric in source:
                 values.append(source[metric])
-        return Stat.of(values) if values else None
+                clips.append(run.clips if eval_tag is None else run.eval_clips.get(eval_tag))
+        return Stat.of(values, clips) if values else None
 
     def mean_of(self, attribute: str) -> float | None:
         values = [getattr(r, attribute) for r in self.runs]

@@ -46,9 +46,11 @@ __all__ = [
     "build_other_tables",
     "build_system_table",
     "build_tables",
+    "ci_text",
     "dataset_label",
     "is_extension",
     "student_label",
+    "support_text",
     "system_label",
     "teacher_label",
 ]
@@ -109,6 +111,22 @@ def student_label(student: str) -> str:
     return STUDENT_LABELS.get(student, student)
 
 
+def support_text(stat: Stat, long: bool = False) -> str:
+    """How many seeds and test clips per seed stand behind ``stat``: ``n=3×10`` (``long``:
+    ``3 seeds × 10 clips``); the clips are left out where no run recorded them."""
+    clips = stat.clips_text
+    if long:
+        seeds = f"{stat.n} seed{'s' if stat.n != 1 else ''}"
+        return seeds if clips is None else f"{seeds} × {clips} clips"
+    return f"n={stat.n}" if clips is None else f"n={stat.n}×{clips}"
+
+
+def ci_text(stat: Stat, digits: int = 3) -> str | None:
+    """``0.835–0.849``: the 95 % t interval of the mean, ``None`` below three seeds."""
+    ci = stat.ci95
+    return None if ci is None else f"{ci[0]:.{digits}f}–{ci[1]:.{digits}f}"
+
+
 def _order(items: Sequence[str], preferred: Sequence[str]) -> list[str]:
     rank = {name: i for i, name in enumerate(preferred)}
     return sorted(dict.fromkeys(items), key=lambda x: (rank.get(x, len(rank)), x))
@@ -140,6 +158,7 @@ class Table:
     cells: dict[tuple[str, int], Cell] = field(default_factory=dict)
     digits: int = 3
     has_paper: bool = True
+    seeded: bool = True  # cells are means over seeds (the complexity table: one measurement)
 
     def cell(self, row: str, col: int) -> Cell:
         return self.cells.get((row, col), Cell())
@@ -161,7 +180,16 @@ class Table:
                 text += f" ± {self.format_value(cell.ours.std)}"
         if cell.paper is not None:
             text += f" [{self.format_value(cell.paper)}]"
+        if self.seeded and cell.ours is not None:
+            text += f" ({self.support(cell.ours)})"
         return text
+
+    def support(self, stat: Stat, long: bool = False) -> str:
+        """Seeds × clips, then the 95 % CI where there is one."""
+        ci = ci_text(stat, self.digits)
+        sep = " · " if long else "; "
+        label = "95 % CI " if long else "CI "
+        return support_text(stat, long) + ("" if ci is None else f"{sep}{label}{ci}")
 
     def prune(self) -> Table:
         """Drop rows and columns without any value."""
@@ -207,6 +235,8 @@ class Table:
         for c in range(len(self.columns)):
             name = self.column_label(c)
             header += [name, f"{name} std", f"{name} n"]
+            if self.seeded:
+                header += [f"{name} clips", f"{name} ci95 low", f"{name} ci95 high"]
             if self.has_paper:
                 header.append(f"{name} paper")
         writer.writerow(header)
@@ -220,17 +250,32 @@ class Table:
                     "" if ours is None or ours.std is None else repr(round(ours.std, 6)),
                     "" if ours is None else ours.n,
                 ]
+                if self.seeded:
+                    line += _support_columns(ours)
                 if self.has_paper:
                     line.append("" if cell.paper is None else cell.paper)
             writer.writerow(line)
         return out.getvalue()
 
 
+def _support_columns(stat: Stat | None) -> list[Any]:
+    """clips per seed, 95 % CI low and high ('' where unknown or under three seeds)."""
+    if stat is None:
+        return ["", "", ""]
+    ci = stat.ci95
+    clips = stat.clips_text or ""
+    if ci is None:
+        return [clips, "", ""]
+    return [clips, repr(round(ci[0], 6)), repr(round(ci[1], 6))]
+
+
 # ------------------------------------------------------------------------------ builders
 
 CAPTION_STATS = (
     "Ours: mean ± sample standard deviation over seeds (no ± with one seed); "
-    "[published value] where the paper gives one; — where neither exists."
+    "[published value] where the paper gives one; — where neither exists. "
+    "(n=seeds×test clips per seed; CI = 95 % confidence interval of the mean, Student's t, "
+    "shown where there are at least 3 seeds.)"
 )
 
 
@@ -493,11 +538,13 @@ def build_complexity_table(
         title="Paper 1 Table 2 / Paper 2 Table 2 — model complexity",
         caption="Parameters in millions (students: backbone without the classification head, "
         "as the papers count) and iterations per second (students: one 128 × 1000 "
-        "spectrogram; teachers: one 10 s clip). [published value]." + where,
+        "spectrogram; teachers: one 10 s clip), one measurement each (no seeds). "
+        "[published value]." + where,
         row_header="Model",
         rows=[(n, MODEL_LABELS.get(n, n)) for n in names],
         columns=[("params_M", "Parameters (M)", ""), ("iter_per_s", "Iterations / s", "")],
         digits=2,
+        seeded=False,
     )
     for n in names:
         for c, (metric, _, _) in enumerate(table.columns):
