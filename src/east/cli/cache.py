@@ -1,4 +1,4 @@
-"""CLI: ``east cache info | verify | audio`` — inspect, check and fill caches."""
+"""CLI: ``east cache info | verify | audio | export`` — inspect, check, fill and export caches."""
 
 from __future__ import annotations
 
@@ -272,6 +272,42 @@ def audio_command(
     summary = extract_audio(manifest, path, sr, cfg)
     err_console.print(summary.line(), highlight=False, soft_wrap=True)
     console.print(path, highlight=False, soft_wrap=True)
+
+
+@cache_app.command("export")
+def export_command(
+    path: str = typer.Argument(..., help="Embedding store path or URL."),
+    fmt: str = typer.Option(..., "--format", help="Output layout: hear (hear-eval-kit)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write (new, empty or an earlier export)."
+    ),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Add its splits and labels."),
+    root: Path = typer.Option(None, "--root", help="Dataset root (with --dataset)."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    embedding_type: str = typer.Option(
+        None,
+        "--embedding-type",
+        help="event: frames + timestamps (default for frame stores); scene: one embedding per "
+        "clip (default for clip-level stores; the time mean of a frame store).",
+    ),
+) -> None:
+    """Write a store's done clips in hear-eval-kit's layout (docs/cache_schema.md), so that
+    hear-eval-kit evaluates it without re-extraction. Prints the folder on stdout."""
+    from east.errors import EastError
+    from east.hear_layout import export_hear
+
+    if fmt != "hear":
+        raise EastError(f"--format must be hear (got {fmt!r})")
+    manifest = None
+    if dataset or root:
+        if not (dataset and root):
+            raise EastError("--dataset and --root go together")
+        from east.datasets import load_manifest, parse_options
+
+        manifest = load_manifest(dataset, root, **parse_options(option))
+    summary = export_hear(path, out, manifest, embedding_type)  # type: ignore[arg-type]
+    err_console.print(summary.line(), highlight=False, soft_wrap=True)
+    console.print(str(summary.out), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

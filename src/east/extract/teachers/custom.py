@@ -65,7 +65,7 @@ __all__ = [
     "is_custom_spec",
 ]
 
-PREFIXES = ("torchscript:", "export:", "py:")
+PREFIXES = ("torchscript:", "export:", "py:", "hear:")  # hear: HEAR modules (hear.py)
 _SIDECAR_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -363,6 +363,12 @@ def create_custom_teacher(
     """
     if not is_custom_spec(spec):
         raise ConfigError(f"not a custom teacher spec: {spec!r} (use one of {', '.join(PREFIXES)})")
+    if spec.startswith("hear:"):  # a HEAR 2021 module declares its own facts
+        from east.extract.teachers.hear import create_hear_teacher
+
+        if declared:
+            raise ConfigError(f"teacher {spec}: a HEAR module declares its own facts")
+        return create_hear_teacher(spec, weights=weights, device=device)
     kind, _, target = spec.partition(":")
     sidecar_arg = declared.pop("declared", None)
     if kind in ("torchscript", "export"):

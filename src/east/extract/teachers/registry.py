@@ -25,8 +25,9 @@ class TeacherFactory(Protocol):
 
 
 _REGISTRY: dict[str, tuple[TeacherInfo, TeacherFactory]] = {}
-# user models as teachers (custom.py); kept here so that no family module is imported for them
-_CUSTOM_PREFIXES = ("torchscript:", "export:", "py:")
+# user models as teachers (custom.py; HEAR modules: hear.py); kept here so that no family
+# module is imported for them
+_CUSTOM_PREFIXES = ("torchscript:", "export:", "py:", "hear:")
 
 
 def register_teacher(info: TeacherInfo) -> Callable[[TeacherFactory], TeacherFactory]:
@@ -60,7 +61,8 @@ def create_teacher(name: str, weights: str | Path | None = None, device: str = "
     """Build teacher ``name`` in eval mode on ``device`` with frozen weights.
 
     ``torchscript:PATH``, ``export:PATH`` and ``py:module:factory`` build a user model as a
-    teacher (:mod:`east.extract.teachers.custom`).
+    teacher (:mod:`east.extract.teachers.custom`); ``hear:MODULE`` a HEAR 2021 module
+    (:mod:`east.extract.teachers.hear`).
     """
     if name.startswith(_CUSTOM_PREFIXES):
         from east.extract.teachers.custom import create_custom_teacher
