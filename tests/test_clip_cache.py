@@ -145,6 +145,7 @@ def test_identity_separation(tmp_path: Path) -> None:
     assert cache.get(sha, ident(W2)) is None  # other weights: a miss
     assert cache.get(sha, ident(W1, dtype="float32")) is None
     assert cache.get(sha, ident(W1, max_seconds=2.0)) is None
+    assert cache.get(sha, ident(W1, framing="uncentred")) is None  # other windows: a miss
     other = np.ones((3, 16), np.float32), np.array([[0, 1], [1, 2], [2, 3]], float), 7
     cache.put(sha, ident(W2), *other)
     assert_entry(cache, sha, ident(W1))  # untouched by the other group

@@ -11,19 +11,22 @@ and ``torchaudio.compliance.kaldi.get_mel_banks`` — the one real computation �
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from east.errors import WeightsError
+from east.errors import CacheError, WeightsError
 from east.extract.teachers import create_teacher, teacher_info
 from east.extract.teachers.base import full_window_count
 from east.extract.teachers.passt import (
     HOP_SAMPLES,
+    PAD_SAMPLES,
     PASST_WEIGHTS,
     WINDOW_SAMPLES,
     PasstMelFrontEnd,
@@ -31,10 +34,13 @@ from east.extract.teachers.passt import (
     PaSSTTeacher,
     kaldi_mel_banks,
     passt,
+    passt_uncentred,
+    reflect_pad,
 )
 from east.extract.weights import sha256_file
 
 SR = 32000
+REAL_10S = "openmic_000046_3840.ogg"  # a 10.0 s clip in ../shared/data/samples
 
 
 def _knf_mel_banks(num_bins, n_fft, sample_rate, low_freq, high_freq, *_vtln, **_kw):
@@ -200,7 +206,7 @@ def test_embedding_matches_official_with_identical_weights(official):
         ours = PaSSTNet()
     ours = ours.to_empty(device="cpu")
     ours.load_state_dict(net.state_dict(), strict=True)
-    teacher = PaSSTTeacher(ours)
+    teacher = PaSSTTeacher(ours, framing="uncentred")  # one 0.96 s window, as given
     teacher.mel.mel_basis.copy_(
         torch.nn.functional.pad(_knf_mel_banks(128, 1024, SR, 0, 15000)[0], (0, 1))
     )
@@ -213,6 +219,63 @@ def test_embedding_matches_official_with_identical_weights(official):
     assert err <= 1e-5, err
     # The embedding is not trivially constant: the two clips differ.
     assert (reference[0] - reference[1]).abs().max() > 1e-2
+
+
+@pytest.fixture(scope="module")
+def official_call(official):
+    """``hear21passt.base.get_timestamp_embeddings`` on the reference's wrapper settings.
+
+    The EAsT reference builds it with ``load_model(mode="embed_only", timestamp_window=960,
+    timestamp_hop=960)`` from a newer checkout; PyPI's 0.0.26 ``load_model`` takes no framing
+    arguments, so the wrapper is built here as its ``get_basic_model`` does (same class, same
+    arguments) around the fixture's randomly initialised network, cut to its first two blocks:
+    framing does not depend on depth, and body parity at full depth is tested above.
+    """
+    net, mel = official
+    with contextlib.redirect_stdout(io.StringIO()):
+        from hear21passt import base
+        from hear21passt.wrapper import PasstBasicWrapper
+
+    shallow = copy.deepcopy(net)
+    shallow.blocks = shallow.blocks[:2]
+    wrapper = PasstBasicWrapper(
+        mel=mel, net=shallow, timestamp_window=960, timestamp_hop=960, mode="embed_only"
+    )
+
+    def call(audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PatchEmbed: 0.96 s is not its 10 s input
+            return base.get_timestamp_embeddings(audio, wrapper)
+
+    return call, shallow
+
+
+@pytest.mark.shared
+def test_real_10s_clip_matches_official_get_timestamp_embeddings(official_call, samples_dir):
+    from east.audio import load_audio
+
+    call, shallow = official_call
+    audio = torch.from_numpy(load_audio(samples_dir / REAL_10S, sr=SR))[None]
+    assert audio.shape == (1, 10 * SR)
+    reference, timestamps_ms = call(audio)
+    with torch.device("meta"):
+        ours = PaSSTNet(depth=2)
+    ours = ours.to_empty(device="cpu")
+    ours.load_state_dict(shallow.state_dict(), strict=True)
+    teacher = PaSSTTeacher(ours).eval()
+    teacher.mel.mel_basis.copy_(
+        torch.nn.functional.pad(_knf_mel_banks(128, 1024, SR, 0, 15000)[0], (0, 1))
+    )
+    with torch.inference_mode():
+        out = teacher.embed(audio, torch.tensor([audio.shape[1]]))
+    assert reference.shape == out.embeddings.shape == (1, 11, 768)
+    err = (out.embeddings - reference).abs().max().item()
+    assert err <= 1e-4, err
+    assert (reference[0, 0] - reference[0, 5]).abs().max() > 1e-2  # frames differ
+    # the official timestamps (ms) are the centres of our frames
+    np.testing.assert_allclose(
+        1000 * out.frame_times.mean(1).numpy(), timestamps_ms[0].numpy(), atol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -235,36 +298,98 @@ def shallow_factory(monkeypatch):
 @pytest.mark.parametrize(
     ("seconds", "frames"), [(1.0, 1), (10.0, 10), (29.1, 30), (0.5, 1), (1.92, 2)]
 )
-def test_num_frames_and_times(seconds, frames):
+def test_uncentred_num_frames(seconds, frames):
     lengths = torch.tensor([round(seconds * SR)])
     assert int(full_window_count(lengths, WINDOW_SAMPLES, HOP_SAMPLES)[0]) == frames
 
 
-def test_shapes_and_frame_times_for_1_10_29_1_seconds(shallow_teacher):
+def _official_segments(audio: torch.Tensor, window: int, hop: int) -> torch.Tensor:
+    """``PasstBasicWrapper.get_timestamp_embeddings``' framing, as its source writes it."""
+    pad = window // 2
+    padded = torch.nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect")
+    segments = torch.nn.functional.unfold(
+        padded.unsqueeze(1), kernel_size=(1, window), stride=(1, hop)
+    )
+    return segments.transpose(-1, -2).transpose(0, 1)  # (T, n_sounds, window)
+
+
+def test_centred_shapes_and_frame_times_for_1_10_29_1_seconds(shallow_teacher):
     teacher = shallow_teacher
     lengths = torch.tensor([SR, 10 * SR, round(29.1 * SR)])
     torch.manual_seed(4)
     waveforms = 0.1 * torch.randn(3, int(lengths.max()))
     with torch.inference_mode():
         out = teacher.embed(waveforms, lengths)
-    assert out.embeddings.shape == (3, 30, 768)
-    assert out.embeddings.dtype == torch.float32
-    assert out.num_frames.tolist() == [1, 10, 30]
+    # hear21passt's frame count for each clip alone: T = 1 + ⌊L / 30720⌋ = 2, 11, 31
+    official = [_official_segments(waveforms[i : i + 1, :n], 30720, 30720).shape[0]
+                for i, n in enumerate(lengths.tolist())]  # fmt: skip
+    assert out.num_frames.tolist() == official == [2, 11, 31]
+    assert out.embeddings.shape == (3, 31, 768) and out.embeddings.dtype == torch.float32
     assert out.frame_times.dtype == torch.float64
+    # centred on multiples of 0.96 s (hear21passt's timestamps), half a window either side
+    centres = 0.96 * np.arange(31)
+    np.testing.assert_allclose(out.frame_times.mean(1).numpy(), centres, atol=1e-12)
+    np.testing.assert_allclose(out.frame_times[:, 0].numpy(), centres - 0.48, atol=1e-12)
+    np.testing.assert_allclose(out.frame_times[:, 1].numpy(), centres + 0.48, atol=1e-12)
+    assert out.frame_times[0, 0] < 0  # the first window starts before the clip
+    assert torch.all(out.embeddings[0, 2:] == 0) and torch.all(out.embeddings[1, 11:] == 0)
+    assert torch.all(out.embeddings[2].abs().sum(-1) > 0)
+
+
+def test_uncentred_shapes_and_frame_times_for_1_10_29_1_seconds(shallow_teacher):
+    teacher = PaSSTTeacher(shallow_teacher.net, framing="uncentred").eval()
+    assert teacher.info.name == "passt-uncentred" and teacher.info.framing == "uncentred"
+    lengths = torch.tensor([SR, 10 * SR, round(29.1 * SR)])
+    torch.manual_seed(4)
+    waveforms = 0.1 * torch.randn(3, int(lengths.max()))
+    with torch.inference_mode():
+        out = teacher.embed(waveforms, lengths)
+    assert out.embeddings.shape == (3, 30, 768)
+    assert out.num_frames.tolist() == [1, 10, 30]
     expected_starts = 0.96 * np.arange(30)
     np.testing.assert_allclose(out.frame_times[:, 0].numpy(), expected_starts, atol=1e-12)
     np.testing.assert_allclose(out.frame_times[:, 1].numpy(), expected_starts + 0.96, atol=1e-12)
     # The last full window of the 29.1 s clip ends inside it; the 0.3 s tail is dropped.
     assert out.frame_times[29, 1] <= 29.1
-    # Frames past num_frames are padding (zeros here); valid frames are not.
     assert torch.all(out.embeddings[0, 1:] == 0) and torch.all(out.embeddings[1, 10:] == 0)
-    assert torch.all(out.embeddings[2].abs().sum(-1) > 0)
 
 
-def test_batch_matches_single_clips_and_ignores_padding_values(shallow_teacher):
-    teacher = shallow_teacher
+def test_reflect_pad_equals_torch_and_numpy_reflect():
+    torch.manual_seed(8)
+    x = torch.full((4, 40), 9.0)  # garbage past each length must not leak in
+    lengths = torch.tensor([40, 25, 7, 1])
+    for b, n in enumerate(lengths.tolist()):
+        x[b, :n] = torch.randn(n)
+    padded, new_lengths = reflect_pad(x, lengths, 10)
+    assert new_lengths.tolist() == [60, 45, 27, 21]
+    for b, n in enumerate(lengths.tolist()):
+        got = padded[b, : n + 20]
+        # numpy repeats the reflection where the pad is longer than the clip
+        np.testing.assert_array_equal(got.numpy(), np.pad(x[b, :n].numpy(), 10, mode="reflect"))
+        if n > 10:  # torch's reflect padding (hear21passt's) is defined here: the same
+            torch_pad = torch.nn.functional.pad(x[b : b + 1, None, :n], (10, 10), mode="reflect")
+            assert torch.equal(got, torch_pad[0, 0])
+
+
+def test_centred_is_uncentred_on_the_reflect_padded_clip(shallow_teacher):
+    centred = shallow_teacher
+    uncentred = PaSSTTeacher(centred.net, framing="uncentred").eval()
+    torch.manual_seed(9)
+    clip = 0.1 * torch.randn(2 * HOP_SAMPLES + 5000)
+    by_hand = torch.nn.functional.pad(clip[None, None], (PAD_SAMPLES, PAD_SAMPLES), mode="reflect")
+    with torch.inference_mode():
+        a = centred.embed(clip[None], torch.tensor([clip.numel()]))
+        b = uncentred.embed(by_hand[0], torch.tensor([by_hand.shape[-1]]))
+    assert a.num_frames.tolist() == b.num_frames.tolist() == [3]
+    torch.testing.assert_close(a.embeddings, b.embeddings, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.frame_times.numpy(), b.frame_times.numpy() - 0.48, atol=1e-12)
+
+
+@pytest.mark.parametrize("framing", ["official", "uncentred"])
+def test_batch_matches_single_clips_and_ignores_padding_values(shallow_teacher, framing):
+    teacher = PaSSTTeacher(shallow_teacher.net, framing=framing).eval()
     torch.manual_seed(5)
-    short = 0.1 * torch.randn(int(0.5 * SR))
+    short = 0.1 * torch.randn(int(0.3 * SR))  # shorter than half a window when centred
     long = 0.1 * torch.randn(2 * HOP_SAMPLES + 1000)
     batch = torch.full((2, long.numel()), 7.0)  # garbage past each length must not matter
     batch[0, : short.numel()] = short
@@ -273,15 +398,23 @@ def test_batch_matches_single_clips_and_ignores_padding_values(shallow_teacher):
         together = teacher.embed(batch, torch.tensor([short.numel(), long.numel()]))
         alone_short = teacher.embed(short[None], torch.tensor([short.numel()]))
         alone_long = teacher.embed(long[None], torch.tensor([long.numel()]))
-    assert together.num_frames.tolist() == [1, 2]
+    assert together.num_frames.tolist() == ([1, 3] if framing == "official" else [1, 2])
+    n_long = int(together.num_frames[1])
     torch.testing.assert_close(
         together.embeddings[0, :1], alone_short.embeddings[0], atol=1e-5, rtol=0
     )
-    torch.testing.assert_close(together.embeddings[1], alone_long.embeddings[0], atol=1e-5, rtol=0)
-    # The padded short clip equals the clip zero-padded to one window by hand.
-    padded = torch.nn.functional.pad(short, (0, WINDOW_SAMPLES - short.numel()))
+    torch.testing.assert_close(
+        together.embeddings[1, :n_long], alone_long.embeddings[0], atol=1e-5, rtol=0
+    )
+    # The short clip equals its one window built by hand: zero-padded (uncentred), or
+    # reflected to both sides repeatedly (centred: torch's reflect pad refuses a 0.3 s clip).
+    if framing == "official":
+        window = torch.from_numpy(np.pad(short.numpy(), PAD_SAMPLES, mode="reflect"))
+    else:
+        window = torch.nn.functional.pad(short, (0, WINDOW_SAMPLES - short.numel()))
     with torch.inference_mode():
-        by_hand = teacher.embed(padded[None], torch.tensor([WINDOW_SAMPLES]))
+        by_hand = PaSSTTeacher(teacher.net, framing="uncentred").eval()
+        by_hand = by_hand.embed(window[None, :WINDOW_SAMPLES], torch.tensor([WINDOW_SAMPLES]))
     torch.testing.assert_close(alone_short.embeddings, by_hand.embeddings, atol=1e-5, rtol=0)
 
 
@@ -309,6 +442,51 @@ def test_registered_info():
     )
     assert info.weights == (PASST_WEIGHTS,)
     assert PASST_WEIGHTS.url.endswith("/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt")
+    assert info.framing == "official"
+    old = teacher_info("passt-uncentred")
+    assert (old.framing, old.window_s, old.hop_s, old.weights) == (
+        "uncentred",
+        0.96,
+        0.96,
+        info.weights,
+    )
+
+
+def test_factories_build_each_framing(shallow_factory):
+    official, uncentred = passt("random", "cpu"), passt_uncentred("random", "cpu")
+    assert official.info.name == "passt" and official.info.framing == "official"
+    assert uncentred.info.name == "passt-uncentred" and uncentred.info.framing == "uncentred"
+    assert torch.equal(official.net.cls_token, uncentred.net.cls_token)  # the same weights
+    assert create_teacher("passt-uncentred", "random").info.framing == "uncentred"
+    with pytest.raises(ValueError, match="framing"):
+        PaSSTTeacher(PaSSTNet(depth=1), framing="centred")
+
+
+def test_store_of_another_framing_is_refused_on_resume(tmp_path, shallow_factory):
+    from east.cache_schema import create_store
+    from east.extract.runner import ExtractConfig, TeacherSpec, prepare_store, provenance_for
+    from east_tiny_teacher import make_dataset
+
+    manifest = make_dataset(tmp_path / "audio", 2)
+    cfg = ExtractConfig(num_workers=0, progress=False, device="cpu")
+    spec = TeacherSpec("passt", "random")
+    teacher = passt("random", "cpu")
+    provenance = provenance_for(manifest, spec, teacher, cfg)
+    assert provenance["framing"] == "official"
+
+    def store(path, **changes):
+        attrs = {k: v for k, v in {**provenance, **changes}.items() if v is not None}
+        create_store(path, provenance=attrs, clip_ids=manifest.clip_ids, max_frames=2, dim=768)
+        return path
+
+    # written before framing was recorded (east's uncentred frames), or another framing
+    for path in (store(tmp_path / "old.zarr", framing=None),
+                 store(tmp_path / "other.zarr", framing="uncentred")):  # fmt: skip
+        with pytest.raises(CacheError, match="framing") as err:
+            prepare_store(manifest, path, spec, teacher, cfg)
+        assert "\n" not in str(err.value)
+    same = store(tmp_path / "same.zarr")
+    assert prepare_store(manifest, same, spec, teacher, cfg).attrs["framing"] == "official"
 
 
 def test_missing_weights_is_one_line_error(tmp_path, monkeypatch):

@@ -85,6 +85,7 @@ IDENTITY_KEYS: dict[str, tuple[str, ...]] = {
         "sample_rate",
         "window_s",
         "hop_s",
+        "framing",
         "dim",
         "dtype",
         "max_seconds",
@@ -780,6 +781,7 @@ def create_store(
         "embeddings",
         {
             "max_seconds": None,
+            "framing": None,
             **provenance,
             "num_clips": len(clip_ids),
             "dim": int(dim),

@@ -75,6 +75,7 @@ IDENTITY_KEYS = (
     "window_s",
     "hop_s",
     "clip_level",
+    "framing",
     "dtype",
     "max_seconds",
     "clip_cache_version",
@@ -117,6 +118,7 @@ def make_identity(
     clip_level: bool | None = None,
     dtype: str = "float16",
     max_seconds: float | None = None,
+    framing: str | None = None,
 ) -> dict[str, Any]:
     """The identity of a teacher's embeddings, normalised (ints stay ints, times are floats).
 
@@ -131,6 +133,8 @@ def make_identity(
         "window_s": None if window_s is None else float(window_s),
         "hop_s": None if hop_s is None else float(hop_s),
         "clip_level": bool(window_s is None if clip_level is None else clip_level),
+        # how windows are cut (PaSST/OpenL3: official centred or uncentred): other frames
+        "framing": None if framing is None else str(framing),
         "dtype": dtype,
         "max_seconds": None if max_seconds is None else float(max_seconds),
         "clip_cache_version": VERSION,
@@ -151,6 +155,7 @@ def identity_of(
         clip_level=info.clip_level,
         dtype=dtype,
         max_seconds=max_seconds,
+        framing=getattr(info, "framing", None),
     )
 
 

@@ -194,6 +194,9 @@ def provenance_for(manifest: Any, spec: TeacherSpec, teacher: Any, cfg: ExtractC
         "sample_rate": int(info.sample_rate),
         "window_s": info.window_s,
         "hop_s": info.hop_s,
+        # how windows are cut (centred or not): same window and hop, other frames
+        "framing": getattr(info, "framing", None),
+        "teacher_version": getattr(teacher, "module_version", None),  # (HEAR modules)
         "clip_level": info.clip_level,
         "dataset": manifest.name,
         "manifest_hash": manifest.hash,

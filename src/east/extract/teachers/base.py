@@ -67,6 +67,10 @@ class TeacherInfo:
     description: str = ""
     licence: str = ""
     weights: tuple[WeightFile, ...] = field(default_factory=tuple)
+    # How windows are cut, for families that offer more than one way: "official" (as the
+    # official package's own top-level call) or "uncentred" (full windows from 0 s). Part of a
+    # store's identity; None for teachers with a single framing.
+    framing: str | None = None
 
     @property
     def clip_level(self) -> bool:

@@ -16,14 +16,23 @@ port's ``PytorchOpenl3`` network (same state-dict keys and shapes) in plain torc
 The DFT kernels and the mel filter bank are buffers of the state dict: the weight file carries
 the arrays the Keras model was trained with, and loading it overwrites the ones computed here.
 
-Framing: 1 s windows with a 0.96 s hop (46080 samples), not centred: frame ``k`` covers
-``[0.96·k, 0.96·k + 1)`` s. Only full windows are used (``T = 1 + ⌊(L − 48000) / 46080⌋``);
-the remainder after the last full window (< 0.96 s) is dropped; a clip shorter than 1 s is
-zero-padded to one window (``T = 1``).
+Framing (``openl3``, the default): as ``openl3.get_audio_embedding(audio, sr, hop_size=0.96)``
+with its default ``center=True`` (the call the EAsT authors used; ``torchopenl3`` frames the same
+way): half a window of zeros (24000 samples) before the clip, zeros after it up to the end of
+the last window that starts inside the padded clip, 1 s windows with a 0.96 s hop (46080
+samples): ``T = 1 + ⌈(L + 24000 − 48000) / 46080⌉`` (11 for 10 s; 1 when ``L ≤ 24000``). Frame
+``k`` is centred at ``0.96·k`` s and covers ``[0.96·k − 0.5, 0.96·k + 0.5)`` s (the first starts
+at −0.5 s); the last partial window is kept, zero-padded.
+
+``openl3-uncentred`` keeps east's earlier framing: frame ``k`` covers ``[0.96·k, 0.96·k + 1)``
+s, only full windows (``T = 1 + ⌊(L − 48000) / 46080⌋``, 10 for 10 s), a clip shorter than 1 s
+zero-padded to one window. Samples past a clip's length in a batch never matter (each clip is
+framed as if alone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -46,10 +55,13 @@ from east.extract.teachers.base import (
 from east.extract.teachers.registry import register_teacher
 
 __all__ = [
+    "CENTRE_PAD",
+    "FRAMINGS",
     "HOP_SAMPLES",
     "N_FFT",
     "OPENL3_GIT_BLOB_SHA1",
     "OPENL3_INFO",
+    "OPENL3_UNCENTRED_INFO",
     "OPENL3_WEIGHTS",
     "SAMPLE_RATE",
     "STFT_HOP",
@@ -60,13 +72,17 @@ __all__ = [
     "dft_kernels",
     "git_blob_sha1",
     "htk_mel_banks",
+    "official_frame_count",
     "openl3",
+    "openl3_uncentred",
     "resolve_openl3_weights",
 ]
 
 SAMPLE_RATE = 48000
 WINDOW_SAMPLES = 48000  # 1 s
 HOP_SAMPLES = 46080  # 0.96 s, as in the paper
+CENTRE_PAD = WINDOW_SAMPLES // 2  # openl3 center=True: int(frame_len / 2) zeros at the start
+FRAMINGS = ("official", "uncentred")
 N_FFT = 2048
 STFT_HOP = 242
 
@@ -96,6 +112,13 @@ OPENL3_INFO = TeacherInfo(
     description="OpenL3 music/mel128/512 (torchopenl3 port of the Keras weights), 1 s windows",
     licence="MIT (openl3 models); Apache-2.0 (torchopenl3 port)",
     weights=(OPENL3_WEIGHTS,),
+    framing="official",
+)
+OPENL3_UNCENTRED_INFO = dataclasses.replace(
+    OPENL3_INFO,
+    name="openl3-uncentred",
+    description="OpenL3 as openl3, full 1 s windows from 0 s (east's earlier framing)",
+    framing="uncentred",
 )
 
 
@@ -216,32 +239,56 @@ class OpenL3Net(nn.Module):
 # --------------------------------------------------------------------------- teacher
 
 
+def official_frame_count(lengths: Tensor) -> Tensor:
+    """Windows per clip of openl3's ``center=True`` framing (``_pad_audio``'s arithmetic)."""
+    padded = lengths.to(torch.int64) + CENTRE_PAD
+    extra = torch.clamp(padded - WINDOW_SAMPLES, min=0)
+    return 1 + torch.div(extra + HOP_SAMPLES - 1, HOP_SAMPLES, rounding_mode="floor")
+
+
 class OpenL3Teacher(Teacher):
     """OpenL3 music/mel128/512 embeddings per 1 s window, 0.96 s hop (see module docstring)."""
 
     info = OPENL3_INFO
 
-    def __init__(self, net: OpenL3Net | None = None, chunk_windows: int = 64) -> None:
+    def __init__(
+        self, net: OpenL3Net | None = None, chunk_windows: int = 64, framing: str = "official"
+    ) -> None:
         super().__init__()
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+        self.info = OPENL3_INFO if framing == "official" else OPENL3_UNCENTRED_INFO
         self.net = net if net is not None else OpenL3Net()
         self.chunk_windows = chunk_windows  # windows per forward pass: bounds peak memory
+
+    @property
+    def centred(self) -> bool:
+        return self.info.framing == "official"
 
     def embed(self, waveforms: Tensor, lengths: Tensor) -> TeacherOutput:
         if waveforms.ndim != 2:
             raise ValueError(f"expected waveforms of shape (B, L), got {tuple(waveforms.shape)}")
         device = self.device
-        windows, valid, frames = cut_windows(
-            waveforms.to(device), lengths, WINDOW_SAMPLES, HOP_SAMPLES
-        )
+        waveforms, lengths = waveforms.to(device), lengths.to(device=device, dtype=torch.int64)
+        offset = 0
+        if self.centred:
+            # zeros before the clip and after its end; cut_windows then sees a padded clip
+            # whose full windows are exactly openl3's
+            inside = torch.arange(waveforms.shape[1], device=device) < lengths[:, None]
+            waveforms = F.pad(torch.where(inside, waveforms, 0.0), (CENTRE_PAD, 0))
+            lengths = WINDOW_SAMPLES + (official_frame_count(lengths) - 1) * HOP_SAMPLES
+            offset = CENTRE_PAD
+        windows, valid, frames = cut_windows(waveforms, lengths, WINDOW_SAMPLES, HOP_SAMPLES)
         outputs = [self.net(chunk).float() for chunk in windows.split(self.chunk_windows)]
         embeddings = torch.zeros(
             (*valid.shape, self.embedding_dim), dtype=torch.float32, device=device
         )
         embeddings[valid] = torch.cat(outputs)
+        times = frame_times(valid.shape[1], self.info.window_s, self.info.hop_s)
         return TeacherOutput(
             embeddings=embeddings,
             num_frames=frames.cpu(),
-            frame_times=frame_times(valid.shape[1], OPENL3_INFO.window_s, OPENL3_INFO.hop_s),
+            frame_times=times - offset / SAMPLE_RATE,
         )
 
 
@@ -273,15 +320,26 @@ def resolve_openl3_weights(override: str | Path | None) -> Path:
     return path
 
 
-@register_teacher(OPENL3_INFO)
-def openl3(weights: str | Path | None, device: str) -> Teacher:
-    """OpenL3; ``weights`` is ``None`` (pinned file), a checkpoint path or ``"random"``."""
+def _build(weights: str | Path | None, device: str, framing: str) -> Teacher:
     # no published sha256: the provenance digest is recorded from the file
     return build_teacher(
         weights,
         device,
         net=OpenL3Net,
-        teacher=lambda net, _: OpenL3Teacher(net),  # type: ignore[arg-type]
+        teacher=lambda net, _: OpenL3Teacher(net, framing=framing),  # type: ignore[arg-type]
         files=lambda w: (resolve_openl3_weights(w),),
         meta_init=False,
     )
+
+
+@register_teacher(OPENL3_INFO)
+def openl3(weights: str | Path | None, device: str) -> Teacher:
+    """OpenL3, centred windows as ``openl3``; ``weights`` is ``None`` (pinned file), a
+    checkpoint path or ``"random"``."""
+    return _build(weights, device, "official")
+
+
+@register_teacher(OPENL3_UNCENTRED_INFO)
+def openl3_uncentred(weights: str | Path | None, device: str) -> Teacher:
+    """OpenL3 with east's earlier uncentred full windows (same weights as :func:`openl3`)."""
+    return _build(weights, device, "uncentred")

@@ -12,18 +12,28 @@ imports ``timm`` and ``torchaudio`` at import time:
 * embedding: the mean of the final CLS and distillation tokens (768-d), as ``hear21passt``'s
   ``embed_only`` mode.
 
-Framing: 0.96 s windows with a 0.96 s hop (30720 samples), each window turned into its own
-spectrogram (30719 samples after pre-emphasis → 96 STFT frames → 12×9 patches) as
-``hear21passt`` does for its timestamp embeddings. The model was trained on 10 s inputs; a window
-shorter than that is not padded: only the first 9 time positional embeddings are used (the
-official model crops them the same way). Frame ``k`` covers ``[0.96·k, 0.96·k + 0.96)`` s.
-Only full windows are used (``T = 1 + ⌊(L − 30720) / 30720⌋``): the last partial window
-(< 0.96 s) is dropped; a clip shorter than one window is zero-padded to one window (``T = 1``).
-Samples past a clip's length in a batch are zeroed first, so the padding value never matters.
+Framing (``passt``, the default): as ``hear21passt``'s ``get_timestamp_embeddings`` with
+``timestamp_window=960, timestamp_hop=960`` (the call the EAsT authors used): each clip is
+reflect-padded by half a window (15360 samples) on both sides, then cut into 0.96 s windows with a
+0.96 s hop (30720 samples): ``T = 1 + ⌊L / 30720⌋`` (11 for 10 s), frame ``k`` centred at
+``0.96·k`` s and covering ``[0.96·k − 0.48, 0.96·k + 0.48)`` s (the first starts at −0.48 s). Each
+clip is padded at its own length, as if embedded alone (the official call pads a whole batch to
+one length). Where the official call fails (a clip of at most 15360 samples, 0.48 s, which torch's
+reflect padding refuses) the reflection repeats, as numpy's ``reflect`` mode does.
+
+``passt-uncentred`` keeps east's earlier framing: frame ``k`` covers ``[0.96·k, 0.96·k + 0.96)``
+s, only full windows (``T = 1 + ⌊(L − 30720) / 30720⌋``, 10 for 10 s), a clip shorter than one
+window zero-padded to one (``T = 1``).
+
+Either way each window gets its own spectrogram (30719 samples after pre-emphasis → 96 STFT
+frames → 12×9 patches) as ``hear21passt`` does. The model was trained on 10 s inputs; a window
+is not padded to that: only the first 9 time positional embeddings are used (the official model
+crops them the same way). Samples past a clip's length in a batch never matter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -43,8 +53,11 @@ from east.extract.teachers.base import (
 from east.extract.teachers.registry import register_teacher
 
 __all__ = [
+    "FRAMINGS",
     "HOP_SAMPLES",
+    "PAD_SAMPLES",
     "PASST_INFO",
+    "PASST_UNCENTRED_INFO",
     "PASST_WEIGHTS",
     "SAMPLE_RATE",
     "WINDOW_SAMPLES",
@@ -53,11 +66,15 @@ __all__ = [
     "PasstMelFrontEnd",
     "kaldi_mel_banks",
     "passt",
+    "passt_uncentred",
+    "reflect_pad",
 ]
 
 SAMPLE_RATE = 32000
 WINDOW_SAMPLES = 30720  # 0.96 s
 HOP_SAMPLES = 30720
+PAD_SAMPLES = WINDOW_SAMPLES // 2  # hear21passt: pad = window_size // 2, both sides
+FRAMINGS = ("official", "uncentred")
 
 PASST_WEIGHTS = WeightFile(
     filename="passt-s-f128-p16-s10-ap.476-swa.pt",
@@ -79,10 +96,18 @@ PASST_INFO = TeacherInfo(
     window_s=WINDOW_SAMPLES / SAMPLE_RATE,
     hop_s=HOP_SAMPLES / SAMPLE_RATE,
     description=(
-        "PaSST-S AudioSet (SWA, mAP .476); mean of CLS and distillation tokens per 0.96 s window"
+        "PaSST-S AudioSet (SWA, mAP .476); mean of CLS and distillation tokens per 0.96 s "
+        "window, centred as hear21passt's timestamp embeddings"
     ),
     licence="Apache-2.0 (kkoutini/PaSST code and weights)",
     weights=(PASST_WEIGHTS,),
+    framing="official",
+)
+PASST_UNCENTRED_INFO = dataclasses.replace(
+    PASST_INFO,
+    name="passt-uncentred",
+    description="PaSST-S as passt, full 0.96 s windows from 0 s (east's earlier framing)",
+    framing="uncentred",
 )
 
 
@@ -308,22 +333,59 @@ class PaSSTNet(nn.Module):
 # --------------------------------------------------------------------------- teacher
 
 
+def reflect_pad(waveforms: Tensor, lengths: Tensor, pad: int) -> tuple[Tensor, Tensor]:
+    """Each clip reflect-padded by ``pad`` samples on both sides at its own length.
+
+    Returns ``(padded (B, L + 2·pad), padded lengths (B,))``; clip ``b`` occupies the first
+    ``lengths[b] + 2·pad`` samples, the rest is padding. Reflection as ``F.pad(mode="reflect")``
+    (the edge sample not repeated), repeated where ``pad`` ≥ a clip's length (numpy's
+    ``reflect``); an empty clip pads with zeros. Only the ``2·pad`` new samples per clip are
+    gathered, so memory stays ``O(B·pad)`` besides the output.
+    """
+    lengths = lengths.to(device=waveforms.device, dtype=torch.int64)
+    n = lengths[:, None]
+    offsets = torch.arange(pad, device=waveforms.device)
+    before = (offsets - pad).expand(n.shape[0], -1)
+    positions = torch.cat([before, n + offsets], dim=1)  # (B, 2·pad): where the pads go
+    period = torch.clamp(2 * (n - 1), min=1)
+    source = torch.remainder(positions, period)
+    source = torch.minimum(source, period - source)  # fold back into [0, n − 1]
+    values = torch.gather(waveforms, 1, source)
+    values = torch.where(n > 0, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    padded = F.pad(waveforms, (pad, pad))
+    return padded.scatter(1, positions + pad, values), lengths + 2 * pad
+
+
 class PaSSTTeacher(Teacher):
-    """PaSST-S embeddings per 0.96 s window (see the module docstring for framing)."""
+    """PaSST-S embeddings per 0.96 s window (see the module docstring for both framings)."""
 
     info = PASST_INFO
 
-    def __init__(self, net: PaSSTNet | None = None, chunk_windows: int = 64) -> None:
+    def __init__(
+        self, net: PaSSTNet | None = None, chunk_windows: int = 64, framing: str = "official"
+    ) -> None:
         super().__init__()
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+        self.info = PASST_INFO if framing == "official" else PASST_UNCENTRED_INFO
         self.mel = PasstMelFrontEnd()
         self.net = net if net is not None else PaSSTNet()
         self.chunk_windows = chunk_windows  # windows per forward pass: bounds peak memory
+
+    @property
+    def centred(self) -> bool:
+        return self.info.framing == "official"
 
     def embed(self, waveforms: Tensor, lengths: Tensor) -> TeacherOutput:
         if waveforms.ndim != 2:
             raise ValueError(f"expected waveforms of shape (B, L), got {tuple(waveforms.shape)}")
         device = self.device
-        waveforms = waveforms.to(device)
+        waveforms, lengths = waveforms.to(device), lengths.to(device)
+        # frames start half a window early when centred (a start before 0 s is the truth)
+        offset = 0
+        if self.centred:
+            waveforms, lengths = reflect_pad(waveforms, lengths, PAD_SAMPLES)
+            offset = PAD_SAMPLES
         windows, valid, frames = cut_windows(waveforms, lengths, WINDOW_SAMPLES, HOP_SAMPLES)
         outputs = [
             self.net(self.mel(chunk).unsqueeze(1)).float()
@@ -333,22 +395,34 @@ class PaSSTTeacher(Teacher):
             (*valid.shape, self.embedding_dim), dtype=torch.float32, device=device
         )
         embeddings[valid] = torch.cat(outputs)
+        times = frame_times(valid.shape[1], self.info.window_s, self.info.hop_s)
         return TeacherOutput(
             embeddings=embeddings,
             num_frames=frames.cpu(),
-            frame_times=frame_times(valid.shape[1], PASST_INFO.window_s, PASST_INFO.hop_s),
+            frame_times=times - offset / SAMPLE_RATE,
         )
 
 
-@register_teacher(PASST_INFO)
-def passt(weights: str | Path | None, device: str) -> Teacher:
-    """PaSST-S; ``weights`` is ``None`` (pinned official file), a checkpoint path or ``"random"``."""
+def _build(weights: str | Path | None, device: str, framing: str) -> Teacher:
     from east.extract.weights import resolve_weights
 
     return build_teacher(
         weights,
         device,
         net=PaSSTNet,
-        teacher=lambda net, _: PaSSTTeacher(net),  # type: ignore[arg-type]
+        teacher=lambda net, _: PaSSTTeacher(net, framing=framing),  # type: ignore[arg-type]
         files=lambda w: (resolve_weights(PASST_INFO, w),),
     )
+
+
+@register_teacher(PASST_INFO)
+def passt(weights: str | Path | None, device: str) -> Teacher:
+    """PaSST-S, centred windows as ``hear21passt``; ``weights`` is ``None`` (pinned official
+    file), a checkpoint path or ``"random"``."""
+    return _build(weights, device, "official")
+
+
+@register_teacher(PASST_UNCENTRED_INFO)
+def passt_uncentred(weights: str | Path | None, device: str) -> Teacher:
+    """PaSST-S with east's earlier uncentred full windows (same weights as :func:`passt`)."""
+    return _build(weights, device, "uncentred")
