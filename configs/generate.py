@@ -60,7 +60,14 @@ PAPER1_SETTINGS = {
         "scheduler": {"factor": 0.2, "patience": 8},
         "early_stopping": {"patience": 15},
         "max_steps": 80_000,
-        "augment": {"mixup_alpha": 0.3, "freq_mask": 48, "time_mask": 192},
+        # reference data/dataset.py: normalised log-mels of two clips (each masked and
+        # mel-jittered on its own, partner from the whole training set) mixed with one λ
+        "augment": {
+            "mixup_alpha": 0.3,
+            "mixup_domain": "logmel",
+            "freq_mask": 48,
+            "time_mask": 192,
+        },
         "teacher_lr_max_steps": 80_000,
         # reference config/openmic/cp_resnet.json (first commit); its rho 3 is not taken
         "baseline_scheduler": {"factor": 0.2, "patience": 8},

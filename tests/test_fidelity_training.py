@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -207,3 +208,186 @@ def test_paper1_openmic_panns_configs_cover_60_frames(configs: dict[str, dict]) 
         assert [s.clip_frames for s in specs if s.measure != "kd"] == [60]
     # MTAT: teacher_expand 30/15/15 equals Mobile FCN's frames, i.e. east's broadcast
     assert "clip_frames" not in configs["paper1/mtat/east_final_panns.yaml"]["teachers"][0]
+
+
+# ----------------------------------------------------------------- OpenMIC log-mel mixup
+def _frontend(**overrides: object):
+    from east.features import frontend_for
+
+    frontend = frontend_for("cp_resnet", **overrides).train()
+    frontend.jitter_per_clip = True
+    return frontend
+
+
+def _multilabel(num_classes: int = 4) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(multilabel=True, num_classes=num_classes)
+
+
+def test_logmel_mixup_mixes_each_clips_own_masked_jittered_logmel() -> None:
+    from east.train.trainer import logmel_mixup_batch
+
+    g = torch.Generator().manual_seed(0)
+    n = 3
+    wave = torch.randn(2 * n, 8000, generator=g)  # clips 0..2, then their partners
+    target = (torch.rand(2 * n, 4, generator=g) > 0.5).float()
+    mask = torch.rand(2 * n, 4, generator=g) > 0.5
+    emb = torch.randn(2 * n, 5, 6, generator=g)
+    counts = torch.tensor([5, 4, 3, 5, 5, 2])
+    teachers = [TeacherBatch(emb, torch.zeros(5, 2), counts)]
+    frontend = _frontend(time_mask=8)
+    torch.manual_seed(5)
+    spec, tgt, msk, (mixed,) = logmel_mixup_batch(
+        frontend, wave, target, mask, teachers, 0.3, np.random.default_rng(1), _multilabel()
+    )
+    torch.manual_seed(5)  # the same masks and jitter: each clip's own normalised log-mel
+    own = frontend(wave)
+    beta = torch.from_numpy(np.random.default_rng(1).beta(0.3, 0.3, size=n))
+    lam = torch.maximum(beta, 1 - beta)
+    w = lam.float().view(-1, 1, 1)
+    torch.testing.assert_close(spec, w * own[:n] + (1 - w) * own[n:])
+    # labels and teacher embeddings with the same λ (reference _mixup_data), masks OR-ed
+    torch.testing.assert_close(
+        tgt, lam.float()[:, None] * target[:n] + (1 - lam.float()[:, None]) * target[n:]
+    )
+    torch.testing.assert_close(mixed.embeddings, w * emb[:n] + (1 - w) * emb[n:])
+    assert torch.equal(msk, mask[:n] | mask[n:])
+    assert mixed.num_frames.tolist() == [5, 4, 2]
+    assert bool((lam >= 0.5).all())
+
+
+def test_logmel_mixup_masks_and_jitters_every_clip_on_its_own() -> None:
+    wave = torch.randn(1, 8000, generator=torch.Generator().manual_seed(1)).repeat(6, 1)
+    torch.manual_seed(0)
+    masked = _frontend(fmin_aug_range=0.0, fmax_aug_range=0.0, freq_mask=48, time_mask=10)(wave)
+    floor = (0.0 + 3.7) / 3.1  # the reference masks with 0 in the log domain
+    where = {
+        (tuple((m == floor).all(dim=1).tolist()), tuple((m == floor).all(dim=0).tolist()))
+        for m in masked
+    }
+    assert len(where) > 1  # six copies of one clip, masked in different places
+    jittered = _frontend(freq_mask=0, time_mask=0)
+    torch.manual_seed(0)
+    per_clip = jittered(wave)
+    assert not torch.allclose(per_clip[0], per_clip[1])  # one mel range per clip
+    jittered.jitter_per_clip = False  # east's waveform mode: one draw per batch
+    per_batch = jittered(wave)
+    torch.testing.assert_close(per_batch[0], per_batch[5])
+
+
+def test_logmel_mixup_partners_come_from_the_whole_training_set(tmp_path: Path) -> None:
+    from east.train.data import ClipStream, TeacherSource, collate
+    from train_helpers import TINY_TEACHER_SR, make_cache, make_dataset
+
+    manifest = make_dataset(tmp_path / "esc", num_classes=3, clips_per_class=4, seconds=0.5)
+    cache = make_cache(manifest, tmp_path / "c.zarr", dim=4, chunk_clips=2)
+    rows = np.arange(len(manifest))
+
+    def rank(r: int) -> ClipStream:
+        return ClipStream(
+            manifest,
+            rows,
+            [TeacherSource(cache)],
+            TINY_TEACHER_SR,
+            training=True,
+            shuffle=True,
+            seed=2,
+            buffer_size=2,
+            rank=r,
+            world_size=2,
+            partners=True,
+        )
+
+    stream, outside, seen = rank(0), set(), set()
+    for epoch in range(4):
+        stream.set_epoch(epoch)
+        items = list(stream)
+        partners = {it["partner"]["row"] for it in items}
+        outside |= partners - {it["row"] for it in items}
+        seen |= partners
+    assert outside, "partners only from this rank's share"
+    assert seen == set(rows.tolist())  # the whole training set, not a buffer or a batch
+    again = rank(0)
+    again.set_epoch(3)  # seeded by seed and epoch: a resumed epoch gets the same partners
+    assert [it["partner"]["row"] for it in again] == [it["partner"]["row"] for it in items]
+    batch = collate(items[:3])
+    assert batch["pairs"] == 3 and batch["wave"].shape[0] == 6
+    assert batch["rows"][3:].tolist() == [it["partner"]["row"] for it in items[:3]]
+
+
+def test_paper1_openmic_configs_mix_logmels_and_waveform_stays_the_default(
+    configs: dict[str, dict],
+) -> None:
+    from east.config import AugmentConfig
+
+    assert AugmentConfig().mixup_domain == "waveform"
+    # every OpenMIC student run (the teacher_lr probes train on embeddings, no audio)
+    openmic = [k for k in configs if k.startswith("paper1/openmic/") and "teacher_lr" not in k]
+    assert len(openmic) == 21
+    for name in openmic:
+        assert configs[name]["augment"]["mixup_domain"] == "logmel"
+        assert load_config(CONFIGS / name).augment.mixup_domain == "logmel"
+    assert "mixup_domain" not in configs["paper1/mtat/east_final_vggish.yaml"]["augment"]
+
+
+def test_logmel_mixup_training_resumes_to_the_same_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from east.train import trainer
+    from east.train.trainer import train
+
+    calls = []
+    original = trainer.logmel_mixup_batch
+
+    def counted(*args, **kwargs):
+        calls.append(args[1].shape[0])  # clips + partners
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "logmel_mixup_batch", counted)
+    from train_helpers import make_cache, make_dataset, tiny_config, write_config
+
+    manifest = make_dataset(tmp_path / "esc", num_classes=3, clips_per_class=4, seconds=1.0)
+    cache = make_cache(manifest, tmp_path / "c.zarr", dim=8)
+    common = dict(
+        augment={"mixup_alpha": 0.3, "mixup_domain": "logmel", "freq_mask": 8, "time_mask": 10},
+        early_stopping={"patience": 50},
+    )
+    train_cfg = {"max_steps": 100, "batch_size": 3, "shuffle_buffer": 4}
+    straight = write_config(
+        tmp_path / "a.yaml",
+        tiny_config(
+            tmp_path / "esc",
+            cache,
+            tmp_path / "runs",
+            train={**train_cfg, "max_epochs": 2},
+            **common,
+        ),
+    )
+    first = write_config(
+        tmp_path / "b.yaml",
+        tiny_config(
+            tmp_path / "esc",
+            cache,
+            tmp_path / "runs",
+            train={**train_cfg, "max_epochs": 1},
+            **common,
+        ),
+    )
+    a = train(load_config(straight, ["name=straight"]), progress=False)
+    b = train(load_config(first, ["name=resumed"]), progress=False)
+    saved = b / "config.yaml"
+    cfg = yaml.safe_load(saved.read_text())
+    cfg["train"]["max_epochs"] = 2
+    saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    train(None, resume=b, progress=False)  # type: ignore[arg-type]
+
+    def lines(run: Path) -> list[dict]:
+        keep = ("epoch", "step", "train_loss", "val_loss")
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: r[k] for k in keep} for r in rows]
+
+    assert lines(a) == lines(b) and len(lines(a)) == 2
+    assert calls and set(calls) == {6}  # batches of 3 clips and their 3 partners

@@ -158,6 +158,10 @@ class TrainConfig(_Strict):
 
 class AugmentConfig(_Strict):
     mixup_alpha: float = Field(0.0, ge=0.0)
+    # waveform: mix waveforms within the batch before the front-end (masks and mel jitter drawn
+    # on the mixture); logmel: the reference's way — mix the normalised log-mels of two clips,
+    # each masked and mel-range-jittered on its own, partner drawn from the whole training set
+    mixup_domain: Literal["waveform", "logmel"] = "waveform"
     freq_mask: int = Field(0, ge=0)  # SpecAugment max mask widths (bins / frames)
     time_mask: int = Field(0, ge=0)
 

@@ -261,6 +261,7 @@ class LogMelFrontend(nn.Module):
         # float64 so double-precision input gets an exact bank; cast to the input dtype in use
         self.register_buffer("mel_bank", torch.from_numpy(bank), persistent=False)
         self.conv_stft = False  # see use_conv_stft
+        self.jitter_per_clip = False  # training: one mel-range draw per clip, not per batch
 
     def use_conv_stft(self) -> LogMelFrontend:
         """Export mode for ONNX, which has no complex tensors: the power STFT becomes a strided
@@ -317,19 +318,31 @@ class LogMelFrontend(nn.Module):
         )
         return spec.real.square() + spec.imag.square()
 
-    def _training_bank(self, dtype: torch.dtype, device: torch.device) -> Tensor:
-        # Mel-range jitter (reference: fmin + U{0..19} Hz, fmax − U{0..1999} Hz), one draw
-        # per batch.
+    def _training_bank(self, dtype: torch.dtype, device: torch.device, n: int) -> Tensor:
+        # Mel-range jitter (reference: fmin + U{0..19} Hz, fmax − U{0..1999} Hz): one draw per
+        # batch, ``(n_mels, bins)``, or with ``jitter_per_clip`` one per clip, ``(n, n_mels,
+        # bins)`` — the reference featurizes (and so jitters) every clip on its own.
         cfg = self.config
-        f_min = cfg.f_min + (
-            int(torch.randint(0, int(cfg.fmin_aug_range), ())) if cfg.fmin_aug_range > 0 else 0
-        )
-        f_max = cfg.f_max - (
-            int(torch.randint(0, int(cfg.fmax_aug_range), ())) if cfg.fmax_aug_range > 0 else 0
-        )
-        bank = mel_filterbank(
-            cfg.sample_rate, cfg.n_fft, cfg.n_mels, f_min, f_max, cfg.mel_scale, cfg.mel_norm
-        )
+        banks = []
+        for _ in range(n if self.jitter_per_clip else 1):
+            f_min = cfg.f_min + (
+                int(torch.randint(0, int(cfg.fmin_aug_range), ())) if cfg.fmin_aug_range > 0 else 0
+            )
+            f_max = cfg.f_max - (
+                int(torch.randint(0, int(cfg.fmax_aug_range), ())) if cfg.fmax_aug_range > 0 else 0
+            )
+            banks.append(
+                mel_filterbank(
+                    cfg.sample_rate,
+                    cfg.n_fft,
+                    cfg.n_mels,
+                    f_min,
+                    f_max,
+                    cfg.mel_scale,
+                    cfg.mel_norm,
+                )
+            )
+        bank = np.stack(banks) if self.jitter_per_clip else banks[0]
         return torch.from_numpy(bank).to(device=device, dtype=dtype)
 
     def forward(self, waveform: Tensor) -> Tensor:
@@ -340,7 +353,7 @@ class LogMelFrontend(nn.Module):
             power = self.power_spectrogram(waveform)
             jitter = self.training and (cfg.fmin_aug_range > 0 or cfg.fmax_aug_range > 0)
             bank = (
-                self._training_bank(power.dtype, power.device)
+                self._training_bank(power.dtype, power.device, power.shape[0])
                 if jitter
                 else self.mel_bank.to(power.dtype)
             )

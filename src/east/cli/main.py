@@ -9,7 +9,7 @@ import sys
 import typer
 
 from east import __version__
-from east.cli import cache, datasets, extract, report, serve, students, teachers, train
+from east.cli import cache, configs, datasets, extract, report, serve, students, teachers, train
 from east.cli.common import err_console, err_line
 from east.errors import EastError
 
@@ -27,7 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (datasets, extract, cache, serve, teachers, students, train, report):
+for module in (datasets, extract, cache, serve, teachers, students, train, report, configs):
     module.register(app)
 
 

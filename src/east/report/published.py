@@ -1,9 +1,11 @@
-"""The papers' published numbers (``docs/paper_results.csv``), looked up beside ours."""
+"""The papers' published numbers (``docs/paper_results.csv``, shipped in the package as
+``east/report/paper_results.csv``), looked up beside ours."""
 
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from east.errors import EastError
@@ -11,9 +13,12 @@ from east.errors import EastError
 FIELDS = ("paper", "table", "dataset", "system", "teacher", "metric", "value")
 
 
-def default_path() -> Path:
-    """``docs/paper_results.csv`` of the source checkout (``src/east/report`` → repo root)."""
-    return Path(__file__).resolve().parents[3] / "docs" / "paper_results.csv"
+def default_path() -> Traversable:
+    """The shipped copy of ``docs/paper_results.csv`` (package data; a symlink to the docs
+    file in a checkout, so an editable install reads the docs file itself)."""
+    from east.resources import paper_results
+
+    return paper_results()
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,9 @@ class Published:
 
 class PublishedResults:
     """Rows of ``paper_results.csv`` with lookups by (paper, table, dataset, system, teacher,
-    metric). Empty when the file is missing (e.g. an installed wheel without docs/)."""
+    metric). Empty when the default file is missing (a package built without its data)."""
 
-    def __init__(self, rows: list[Published], source: Path | None) -> None:
+    def __init__(self, rows: list[Published], source: Path | Traversable | None) -> None:
         self.rows = rows
         self.source = source
         self._index = {
@@ -67,7 +72,7 @@ class PublishedResults:
         ]
 
 
-def _read_rows(path: Path) -> list[Published]:
+def _read_rows(path: Path | Traversable) -> list[Published]:
     rows = []
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

@@ -156,6 +156,7 @@ class ClipStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         equalize: bool | None = None,
+        partners: bool = False,
     ) -> None:
         super().__init__()
         self.manifest = manifest
@@ -170,6 +171,7 @@ class ClipStream(IterableDataset):
         self.audio_store = audio_store
         self.rank, self.world_size = rank, world_size
         self.equalize = world_size > 1 if equalize is None else equalize
+        self.partners = partners  # each item gets a mixup partner (see _partner_items)
         self.epoch = 0
         self._stores: list[Any] | None = None
         self._audio: Any = None
@@ -375,6 +377,34 @@ class ClipStream(IterableDataset):
     def _iter_items(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if not self.partners:
+            yield from self._own_items(worker, num_workers)
+            return
+        partners = self._partner_items(worker, num_workers)
+        for item in self._own_items(worker, num_workers):
+            yield {**item, "partner": next(partners)}
+
+    def _partner_items(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
+        """Endless mixup partners for this worker, drawn from the whole split (all ranks' rows,
+        as the reference draws ``randint(len(data))``) yet read block by block: every (rank,
+        worker) takes its share of an independent shuffle of all blocks, reshuffled each pass."""
+        chunk_of = self.rows // self.chunk_clips
+        order = np.argsort(chunk_of, kind="stable")
+        starts = np.flatnonzero(np.diff(chunk_of[order])) + 1
+        blocks = np.split(self.rows[order], starts) if len(self.rows) else []
+        if not blocks:
+            return
+        slot, slots = self.rank * num_workers + worker, self.world_size * num_workers
+        for cycle in itertools.count():
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 13, cycle])
+            shuffled = [blocks[i] for i in rng.permutation(len(blocks))]
+            mine = shuffled[slot::slots] or [shuffled[slot % len(shuffled)]]
+            for block in mine:
+                items = self._read_block(block)
+                for j in rng.permutation(len(items)):
+                    yield next(self._pieces(items[j], rng))
+
+    def _own_items(self, worker: int, num_workers: int) -> Iterator[dict[str, Any]]:
         blocks = self._rank_blocks()[worker::num_workers]
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 7])
         buffer: list[dict[str, Any]] = []
@@ -436,6 +466,11 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     for it in items:
         if "east_error" in it:
             return it
+    if "partner" in items[0]:
+        # clips then their mixup partners, padded together (the log-mels are mixed frame by
+        # frame); ``pairs`` = N, the number of clips
+        own = [{k: v for k, v in it.items() if k != "partner"} for it in items]
+        return {**collate(own + [it["partner"] for it in items]), "pairs": len(items)}
     lengths = torch.tensor([len(it["wave"]) for it in items], dtype=torch.int64)
     wave = torch.zeros(len(items), int(lengths.max()))
     for i, it in enumerate(items):

@@ -167,9 +167,17 @@ class Trainable(nn.Module):
         self.system = system
 
     def forward(
-        self, wave: Tensor, target: Tensor, mask: Any, teachers: list[Any]
+        self,
+        wave: Tensor,
+        target: Tensor,
+        mask: Any,
+        teachers: list[Any],
+        is_spectrogram: bool = False,
     ) -> tuple[Any, dict[str, Tensor]]:
-        output = self.student(wave)  # under autocast on CUDA (fp16 convolutions)
+        """``wave``: waveforms, or (``is_spectrogram``) front-end outputs mixed before it
+        (the log-mel mixup)."""
+        # under autocast on CUDA (fp16 convolutions)
+        output = self.student(wave, is_spectrogram=is_spectrogram)
         # the losses in float32: dCor's sqrt(d² + 1e-12) and KD's logs are not fp16-safe
         with torch.autocast(wave.device.type, enabled=False):
             output = type(output)(

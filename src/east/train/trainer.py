@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from east.config import RunConfig
 from east.errors import ConfigError, EastError
+from east.features import LogMelFrontend
 from east.progress import ProgressBar
 from east.run_dir import BestCheckpoint, RunDir, WriteError, first_line
 from east.train import metrics as metrics_mod
@@ -61,7 +62,15 @@ from east.train.runtime import (
 )
 from east.train.systems import Trainable
 
-__all__ = ["LoopState", "prepare_run_dir", "test_best", "train"]
+__all__ = [
+    "LoopState",
+    "logmel_mixup_batch",
+    "mix_halves",
+    "mixup_batch",
+    "prepare_run_dir",
+    "test_best",
+    "train",
+]
 
 
 def train(
@@ -370,12 +379,21 @@ class _Loop:
         target = batch["target"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True) if batch["mask"] is not None else None
         teachers = teacher_batches(batch, device)
-        if cfg.augment.mixup_alpha > 0:
-            wave, target, mask, teachers = mixup_batch(
-                wave, target, mask, teachers, cfg.augment.mixup_alpha, mix_rng, manifest
-            )
+        alpha = cfg.augment.mixup_alpha
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
-            _, losses = self.ddp_model(wave, target, mask, teachers)
+            if "pairs" in batch:  # augment.mixup_domain logmel: clips, then their partners
+                student = self.model.student
+                wave = pad_to_min_samples(wave, student.min_samples)
+                spec, target, mask, teachers = logmel_mixup_batch(
+                    student.frontend, wave, target, mask, teachers, alpha, mix_rng, manifest
+                )
+                _, losses = self.ddp_model(spec, target, mask, teachers, is_spectrogram=True)
+            else:
+                if alpha > 0:
+                    wave, target, mask, teachers = mixup_batch(
+                        wave, target, mask, teachers, alpha, mix_rng, manifest
+                    )
+                _, losses = self.ddp_model(wave, target, mask, teachers)
         if not self.dist.all_finite(losses["loss"]):
             raise Diverged(self._diverged(batch, losses))
         self.optimizer.zero_grad(set_to_none=True)
@@ -510,6 +528,15 @@ def _streams(
     train_stream = make_stream(
         cfg, plan, plan.splits.train, training=True, rank=dist.rank, world_size=dist.world_size
     )
+    if cfg.augment.mixup_alpha > 0 and cfg.augment.mixup_domain == "logmel":
+        frontend = plan.student.frontend if plan.student is not None else None
+        if not isinstance(frontend, LogMelFrontend):
+            raise ConfigError(
+                f"augment.mixup_domain logmel: student {cfg.student.name} has no log-mel "
+                "front-end; use mixup_domain waveform"
+            )
+        frontend.jitter_per_clip = True  # the reference featurizes every clip on its own
+        train_stream.partners = True
     val_stream = make_stream(cfg, plan, plan.splits.valid, training=False)
     eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
     pin = device.type == "cuda"
@@ -544,6 +571,62 @@ def mixup_batch(
         for i in range(k)
     ]
     return mixed[0], mixed[1], mixed[2], new_teachers
+
+
+def logmel_mixup_batch(
+    frontend: nn.Module,
+    wave: torch.Tensor,
+    target: torch.Tensor,
+    mask: Any,
+    teachers: list[TeacherBatch],
+    alpha: float,
+    rng: np.random.Generator,
+    manifest: Any,
+) -> tuple[torch.Tensor, torch.Tensor, Any, list[TeacherBatch]]:
+    """The reference's mixup (``data/dataset.py``) on a batch of N clips followed by their N
+    partners: each clip's normalised log-mel (masked and mel-jittered on its own by the
+    training-mode front-end) is mixed with its partner's as ``λ·a + (1 − λ)·b``, with
+    ``λ = max(β, 1 − β)``, ``β ~ Beta(α, α)`` per clip; labels and teacher embeddings take the
+    same λ, label masks are OR-ed and teacher frame counts the smaller. Returns N of each."""
+    n = wave.shape[0] // 2
+    if n == 0 or wave.shape[0] != 2 * n:
+        raise ValueError(f"expected clips then their partners, got {wave.shape[0]} waveforms")
+    spec = frontend(wave)
+    lam = torch.from_numpy(rng.beta(alpha, alpha, size=n)) if alpha > 0 else torch.ones(n)
+    lam = torch.maximum(lam, 1 - lam).to(wave.device)
+    if not manifest.multilabel:  # soft one-hot targets so they can be mixed
+        target = torch.nn.functional.one_hot(target, manifest.num_classes).float()
+    embs = [t.embeddings for t in teachers]
+    counts = [t.num_frames for t in teachers]
+    mixed = mix_halves([spec, target, mask, *embs, *counts], lam)
+    k = len(teachers)
+    new_teachers = [
+        TeacherBatch(
+            embeddings=mixed[3 + i],
+            frame_times=teachers[i].frame_times,
+            num_frames=mixed[3 + k + i],
+        )
+        for i in range(k)
+    ]
+    return mixed[0], mixed[1], mixed[2], new_teachers
+
+
+def mix_halves(tensors: list[Any], lam: torch.Tensor) -> list[Any]:
+    """Rows ``i < N`` of ``2N``-row tensors mixed with row ``N + i`` by :func:`apply_mixup`'s
+    rules (float ``λ·a + (1 − λ)·b``, bool OR, integer min); ``None`` passes."""
+    from east.features import apply_mixup
+
+    n = lam.shape[0]
+    partner = (torch.arange(2 * n) + n) % (2 * n)
+    mixed = apply_mixup(tensors, torch.cat([lam, lam]), partner)
+    return [None if x is None else x[:n] for x in mixed]
+
+
+def pad_to_min_samples(wave: torch.Tensor, min_samples: int) -> torch.Tensor:
+    """Silence after clips shorter than one student output frame (as ``Student.forward``)."""
+    if wave.shape[-1] >= min_samples:
+        return wave
+    return torch.nn.functional.pad(wave, (0, min_samples - wave.shape[-1]))
 
 
 def test_best(
