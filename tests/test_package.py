@@ -214,3 +214,14 @@ def test_the_wheel_works_outside_the_checkout(tmp_path: Path) -> None:
     assert "0.800 [0.842]" in table  # ours beside the published EAsT_Final VGGish mAP
     listed = _run([east, "configs", "list", "label_maps"], cwd)
     assert listed.stdout.split() == ["label_maps/mtat_to_openmic.yaml"]
+
+
+def test_label_map_by_shipped_name() -> None:
+    from east.errors import ConfigError
+    from east.train.evaluation import read_label_map
+
+    assert read_label_map(Path("mtat_to_openmic")) == read_label_map(
+        Path(__file__).resolve().parents[1] / "configs" / "label_maps" / "mtat_to_openmic.yaml"
+    )
+    with pytest.raises(ConfigError, match="no shipped label map"):
+        read_label_map(Path("no_such_map"))

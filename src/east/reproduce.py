@@ -164,6 +164,16 @@ class Step:
         return self.argv
 
 
+def default_configs() -> Path:
+    """``./configs`` when it is there (a checkout), else the configs shipped with east."""
+    local = Path("configs")
+    if local.is_dir():
+        return local
+    from east.resources import paper_configs
+
+    return Path(str(paper_configs()))
+
+
 @dataclass
 class Options:
     data_root: Path
@@ -780,7 +790,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool, bool]:
     p.add_argument("--cache", type=Path, default=Path("cache"), help="embedding caches")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run directories")
     p.add_argument("--report", type=Path, default=Path("reports"), help="report folder")
-    p.add_argument("--configs", type=Path, default=Path("configs"))
+    p.add_argument(
+        "--configs",
+        type=Path,
+        default=None,
+        help="paper configs folder (default: ./configs in a checkout, else the shipped ones)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--seeds", default="1223", help="space- or comma-separated seeds")
     p.add_argument(
@@ -813,7 +828,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, bool, bool]:
         a.cache,
         a.runs,
         a.report,
-        a.configs,
+        a.configs or default_configs(),
         a.device,
         seeds,
         a.weights,

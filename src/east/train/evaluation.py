@@ -111,12 +111,26 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[RunConfig, dict[str, A
     return cfg, info, student.to(device).eval()
 
 
+def _shipped_label_map(path: Path) -> Path:
+    """A label map shipped with east by name (``--label-map mtat_to_openmic``), for users
+    without a checkout; a one-line error when there is neither a file nor such a map."""
+    from east.errors import EastError
+    from east.resources import label_map
+
+    if Path(path).parent != Path("."):
+        raise ConfigError(f"--label-map {path}: file not found")
+    try:
+        return Path(str(label_map(str(path))))
+    except EastError as exc:
+        raise ConfigError(f"--label-map {path}: file not found, and {exc}") from None
+
+
 def read_label_map(path: Path) -> dict[str, str]:
     """A label map ``{run class: dataset class}`` from YAML/JSON (a mapping) or a two-column CSV."""
     import yaml
 
     if not Path(path).is_file():
-        raise ConfigError(f"--label-map {path}: file not found")
+        path = _shipped_label_map(path)
     text = Path(path).read_text()
     if str(path).endswith(".csv"):
         rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
