@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format clean mule-parity
+.PHONY: install test lint format clean mule-parity hear-validate
 
 $(STAMP): pyproject.toml $(wildcard requirements/*.txt)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,30 @@ $(MULE_STAMP): scripts/mule-parity-requirements.txt
 
 mule-parity: $(STAMP) $(MULE_STAMP)  ## east's MULE vs upstream TensorFlow MULE on real audio
 	$(PY) scripts/mule_parity.py --mule-python $(MULE_VENV)/bin/python
+
+# HEAR validation (not part of `make test`): the official hear-validator (PyPI hearvalidator)
+# imports TensorFlow, so it gets its own venv. `make hear-validate RUN=runs/...` exports the run's
+# student with `east export --format hear`, pip-installs the package there and validates it.
+HEAR_PYTHON ?= $(PYTHON)
+HEAR_VENV ?= .venv-hear
+HEAR_STAMP := $(HEAR_VENV)/.installed-stamp
+HEAR_NAME ?= east_student_hear
+HEAR_DIR ?= $(HEAR_VENV)/export/$(HEAR_NAME)
+HEAR_DEVICE ?= cpu
+
+$(HEAR_STAMP):
+	@test -x $(HEAR_VENV)/bin/python || $(HEAR_PYTHON) -m venv $(HEAR_VENV)
+	$(HEAR_VENV)/bin/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(HEAR_VENV)/bin/python -m pip install -q tensorflow-cpu==2.21.0 "setuptools>=61"
+	$(HEAR_VENV)/bin/python -m pip install -q --no-deps hearvalidator==2021.0.2
+	@touch $@
+
+hear-validate: $(STAMP) $(HEAR_STAMP)  ## official hear-validator on RUN's student as a HEAR module
+	@test -n "$(RUN)" || { echo "give the run: make hear-validate RUN=runs/<run dir>"; exit 2; }
+	rm -rf $(HEAR_DIR) && mkdir -p $(dir $(HEAR_DIR))
+	$(VENV)/bin/east export "$(RUN)" --format hear --out $(HEAR_DIR) --name $(HEAR_NAME)
+	$(HEAR_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --force-reinstall $(HEAR_DIR)
+	cd $(HEAR_VENV) && bin/hear-validator $(HEAR_NAME) -d $(HEAR_DEVICE)
 
 # ---- make reproduce: every experiment of both papers, then `east report` (docs/reproduce.md)
 # DATA_ROOT/<openmic|mtat|esc50|fma_small> in the official layouts; WEIGHTS: teacher weights

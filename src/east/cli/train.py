@@ -120,14 +120,24 @@ def predict_command(
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
-    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
-    out: Path = typer.Option(None, "--out", help="Output file (default: in the run directory)."),
+    fmt: str = typer.Option(
+        "torchscript", "--format", help="torchscript, onnx or hear (an installable HEAR module)."
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Output file; with --format hear a new package folder (default: in the run).",
+    ),
     seconds: float = typer.Option(None, "--seconds", help="Length of the test input."),
+    name: str = typer.Option(
+        None, "--name", help="--format hear: the module name (default: from the --out folder)."
+    ),
 ) -> None:
-    """Write a standalone model (waveform → logits) and check its outputs equal the run's."""
+    """Write a standalone model (waveform → logits, or a HEAR module) and check it equals the
+    run's student."""
     from east.train.export import export_run
 
-    path, diff = export_run(run_dir, fmt, out, seconds)
+    path, diff = export_run(run_dir, fmt, out, seconds, name)
     typer.echo(f"wrote {path} (max |difference| to the run's student: {diff:.2e})")
 
 

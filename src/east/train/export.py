@@ -1,5 +1,6 @@
 """``east export``: a finished run's student as a standalone TorchScript or ONNX model
-(waveform → logits), checked against the run's student on a test input."""
+(waveform → logits), or as an installable HEAR 2021 module (``--format hear``, see
+:mod:`east.train.hear_export`), checked against the run's student on a test input."""
 
 from __future__ import annotations
 
@@ -31,14 +32,22 @@ class ExportWrapper(nn.Module):
 
 
 def export_run(
-    run_dir: Path, fmt: str, out: Path | None = None, seconds: float | None = None
+    run_dir: Path,
+    fmt: str,
+    out: Path | None = None,
+    seconds: float | None = None,
+    name: str | None = None,
 ) -> tuple[Path, float]:
-    """Write a standalone model (TorchScript or ONNX) and check that its outputs equal the
-    run's student on a test input; returns (path, max |difference|)."""
-    if fmt not in ("torchscript", "onnx"):
-        raise ConfigError(f"--format {fmt}: use torchscript or onnx")
+    """Write a standalone model (TorchScript or ONNX) or a HEAR package folder and check that
+    its outputs equal the run's student on a test input; returns (path, max |difference|)."""
+    if fmt not in ("torchscript", "onnx", "hear"):
+        raise ConfigError(f"--format {fmt}: use torchscript, onnx or hear")
     if seconds is not None and not 0 < seconds <= 600:
         raise ConfigError(f"--seconds {seconds:g}: give a test input length in (0, 600] seconds")
+    if name is not None and fmt != "hear":
+        raise ConfigError("--name names a HEAR module: use it with --format hear")
+    if fmt == "hear":
+        return _export_hear(Path(run_dir), out, seconds, name)
     if out is not None:
         _check_out(Path(out))
     cfg, info, student = load_run(run_dir, "cpu")
@@ -92,6 +101,20 @@ def export_run(
     }
     atomic_write_text(Path(str(path) + ".json"), json.dumps(meta, indent=2))
     return Path(path), diff
+
+
+def _export_hear(
+    run_dir: Path, out: Path | None, seconds: float | None, name: str | None
+) -> tuple[Path, float]:
+    from east.train.hear_export import export_hear
+
+    if out is not None and Path(out).is_dir() and any(Path(out).iterdir()):  # before loading
+        raise ConfigError(f"--out {out}: exists and is not an empty folder (give a new folder)")
+    cfg, info, student = load_run(run_dir, "cpu")
+    out = Path(out) if out is not None else run_dir / f"east_{cfg.student.name}_hear"
+    return export_hear(
+        student, info, out, name, seconds or cfg.crop.seconds or 5.0, run_dir=run_dir
+    )
 
 
 def _check_out(out: Path) -> None:
