@@ -561,16 +561,7 @@ def mixup_batch(
     embs = [t.embeddings for t in teachers]
     counts = [t.num_frames for t in teachers]
     mixed = mixup(wave, target, mask, *embs, *counts, alpha=alpha, rng=rng)
-    k = len(teachers)
-    new_teachers = [
-        TeacherBatch(
-            embeddings=mixed[3 + i],
-            frame_times=teachers[i].frame_times,
-            num_frames=mixed[3 + k + i],
-        )
-        for i in range(k)
-    ]
-    return mixed[0], mixed[1], mixed[2], new_teachers
+    return mixed[0], mixed[1], mixed[2], _mixed_teachers(mixed[3:], teachers)
 
 
 def logmel_mixup_batch(
@@ -599,16 +590,16 @@ def logmel_mixup_batch(
     embs = [t.embeddings for t in teachers]
     counts = [t.num_frames for t in teachers]
     mixed = mix_halves([spec, target, mask, *embs, *counts], lam)
+    return mixed[0], mixed[1], mixed[2], _mixed_teachers(mixed[3:], teachers)
+
+
+def _mixed_teachers(mixed: list[Any], teachers: list[TeacherBatch]) -> list[TeacherBatch]:
+    """The teacher batches from the mixed ``[*embeddings, *num_frames]`` (frame times kept)."""
     k = len(teachers)
-    new_teachers = [
-        TeacherBatch(
-            embeddings=mixed[3 + i],
-            frame_times=teachers[i].frame_times,
-            num_frames=mixed[3 + k + i],
-        )
-        for i in range(k)
+    return [
+        TeacherBatch(embeddings=mixed[i], frame_times=t.frame_times, num_frames=mixed[k + i])
+        for i, t in enumerate(teachers)
     ]
-    return mixed[0], mixed[1], mixed[2], new_teachers
 
 
 def mix_halves(tensors: list[Any], lam: torch.Tensor) -> list[Any]:
