@@ -394,6 +394,9 @@ class ClipCache:
         elif not create:
             raise CacheError(f"no clip cache at {root} (no {MARKER})")
         elif root.is_dir() and self._foreign_entries():
+            if (root / MARKER).is_file():  # another process created the cache meanwhile
+                self._check_marker()
+                return
             raise CacheError(
                 f"{root} is a non-empty folder that is not a clip cache (no {MARKER}); "
                 "name an empty or new folder"

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +74,21 @@ class WriterLock:
         self._write_owner()
         return self
 
-    def holder(self) -> str:
-        """The owner record as words (what a refused writer prints)."""
-        try:
-            rec = json.loads(self.owner_path.read_text())
-            return (
-                f"held by pid {rec['pid']} on {rec['host']} since {rec['since']} "
-                f"({rec.get('command', '?')}); wait for it to finish or stop it"
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"held by another process (lock file {self.path})"
+    def holder(self, wait_s: float = 2.0) -> str:
+        """The owner record as words (what a refused writer prints). The holder writes its
+        record just after taking the lock, so a missing record is waited for a moment."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                rec = json.loads(self.owner_path.read_text())
+                return (
+                    f"held by pid {rec['pid']} on {rec['host']} since {rec['since']} "
+                    f"({rec.get('command', '?')}); wait for it to finish or stop it"
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return f"held by another process (lock file {self.path})"
+                time.sleep(0.05)
 
     def _write_owner(self) -> None:
         record = {
