@@ -362,3 +362,30 @@ def test_real_tagger_on_real_clips_equals_east_extract(esc50_root, tagger_weight
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--max-batch", "0"), "--max-batch"),
+        (("--max-queue", "0"), "--max-queue"),
+        (("--max-wait-ms", "-1"), "--max-wait-ms"),
+        (("--max-body-mb", "0"), "--max-body-mb"),
+        (("--decode-workers", "0"), "--decode-workers"),
+        (("--weights", "nonsense"), "NAME=PATH"),
+        (("--weights", "other=/x.pt"), "not a --teacher"),
+        (("--allow-root", "/no/such/folder"), "--allow-root"),
+        (("--scheduler", "bogus"), "--scheduler"),
+        (("--teacher", "no-such-teacher"), "unknown teacher"),
+    ],
+)
+def test_impossible_serve_options_are_one_line(tmp_path, extra, fragment):
+    result = east("serve", *TINY, "--port", "0", *extra, timeout=60)
+    assert_one_line_error(result, fragment)
+
+
+def test_serve_cache_dir_naming_a_file_is_refused(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("mine")
+    assert_one_line_error(east("serve", *TINY, "--port", "0", "--cache-dir", target), "is a file")
+    assert target.read_text() == "mine"
